@@ -1,0 +1,112 @@
+"""`pitrader` command line: global options, then one subcommand module per command.
+
+Subcommands live in ``core/commands/`` (one module each, discovered at start-up), so adding a
+command is one new file. Heavy imports (numba, ccxt) happen inside the commands, keeping
+``pitrader --help`` and config errors fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from core import __version__
+from core.config import (EX_CONFIG, Config, ConfigError, Secrets, check_mode, default_config_path,
+                         default_env_path, load_config, load_secrets)
+
+EX_USAGE = 2
+
+
+@dataclass
+class CliContext:
+    """What every command gets: resolved paths and lazy, validated config and secrets."""
+
+    config_path: Path
+    env_path: Path | None
+    state_dir: Path
+    console: Console = field(default_factory=lambda: Console(stderr=False, highlight=False))
+    _config: Config | None = None
+    _secrets: Secrets | None = None
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def secrets(self) -> Secrets:
+        if self._secrets is None:
+            self._secrets = load_secrets(self.env_path)
+            check_mode(self.config(), self._secrets)
+        return self._secrets
+
+
+def resolve_state_dir(cli_value: str | None) -> Path:
+    """$STATE_DIRECTORY (systemd StateDirectory=) wins, then --state-dir, then ./var/."""
+    env = os.environ.get("STATE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0])
+    return Path(cli_value) if cli_value else Path("var")
+
+
+def _commands() -> dict[str, object]:
+    import core.commands as pkg
+
+    mods = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"core.commands.{info.name}")
+        mods[mod.NAME] = mod
+    return dict(sorted(mods.items()))
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    try:
+        from rich_argparse import RichHelpFormatter as fmt  # optional nicety if present
+    except ImportError:
+        fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="pitrader", formatter_class=fmt,
+        description="Crypto trading appliance: numba market scanner, risk-gated executor, tax ledger.",
+        epilog="Config: --config, else $PITRADER_CONFIG, /etc/pitrader/config.json, ./config.json. "
+               "Exit codes: 0 ok, 2 usage, 78 bad configuration or secrets.")
+    parser.add_argument("--version", action="version", version=f"pitrader {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="config.json to use")
+    parser.add_argument("--env-file", metavar="PATH", help="secrets file (BINANCE_API_KEY, ...)")
+    parser.add_argument("--state-dir", metavar="DIR", help="state directory (default $STATE_DIRECTORY or ./var)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = _commands()
+    for name, mod in commands.items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, formatter_class=fmt)
+        mod.configure(p)
+    return parser, commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EX_USAGE
+    ctx = CliContext(
+        config_path=Path(args.config) if args.config else default_config_path(),
+        env_path=Path(args.env_file) if args.env_file else default_env_path(),
+        state_dir=resolve_state_dir(args.state_dir),
+    )
+    try:
+        return int(commands[args.command].run(args, ctx) or 0)
+    except ConfigError as exc:
+        print(f"pitrader: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

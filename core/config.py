@@ -1,0 +1,463 @@
+"""Configuration: config.json into typed, frozen dataclasses, plus secrets from the env file.
+
+Validation is driven by each field's type and metadata (``min``, ``max``, ``gt``, ``choices``,
+``pattern``, ``item_choices``), so adding a key is one field declaration. Every problem is one
+line naming the file, the dotted key and what is expected; the CLI turns it into exit 78.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from core.gateway import TIMEFRAME_MS
+
+EX_CONFIG = 78
+
+
+class ConfigError(Exception):
+    """A bad configuration or secrets value; ``str()`` is the one-line message for the user."""
+
+    def __init__(self, file: str | os.PathLike, key: str, expected: str) -> None:
+        self.file, self.key, self.expected = str(file), key, expected
+        super().__init__(f"{self.file}: {key}: {expected}")
+
+
+def opt(default: Any, help: str, **checks: Any) -> Any:
+    """A config field: default, a one-line description (for the README/reference) and checks."""
+    meta = {"help": help, **checks}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    id: str = opt("binance", "ccxt exchange id (public data works for any; trading is tested on binance)",
+                  pattern=r"^[a-z0-9_]+$")
+    api_url: str | None = opt(None, "replace the exchange's REST base URL (testnets, proxies, the local emulator)",
+                              pattern=r"^https?://[^\s/]+(/.*)?$")
+    testnet: bool = opt(False, "use the exchange's sandbox (also set by BINANCE_TESTNET in the env file)")
+    timeout_s: float = opt(10.0, "timeout of every HTTP request, seconds", min=1, max=120)
+    max_concurrency: int = opt(8, "requests in flight at once", min=1, max=64)
+    weight_budget_pct: float = opt(0.5, "share of the exchange's request-weight limit we allow ourselves",
+                                   gt=0, max=0.95)
+    markets_refresh_s: int = opt(3600, "reload markets (precision, limits) this often, seconds", min=60, max=86400)
+
+
+@dataclass(frozen=True)
+class UniverseConfig:
+    quote: str = opt("USDT", "quote currency of the traded pairs", pattern=r"^[A-Z0-9]{2,10}$")
+    max_pairs: int = opt(150, "scan at most this many pairs, by 24 h quote volume", min=1, max=1000)
+    min_quote_volume: float = opt(1_000_000.0, "minimum 24 h volume in the quote currency", min=0)
+    min_price: float = opt(0.0, "minimum last price", min=0)
+    max_spread_pct: float = opt(0.005, "maximum bid/ask spread as a fraction of the price", gt=0, max=1)
+    include: list = opt([], "glob patterns always included when listed on the exchange (e.g. \"BTC/*\")")
+    exclude: list = opt([], "glob patterns never traded (e.g. \"*DOWN/*\")")
+    refresh_s: int = opt(3600, "re-rank the universe this often, seconds", min=60, max=7 * 86400)
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    interval_s: float = opt(10.0, "seconds between scan cycles", min=1, max=3600)
+    timeframes: list = opt(["1h", "4h"], "candle timeframes; the first is the signal timeframe",
+                           item_choices=tuple(TIMEFRAME_MS))
+    candles: int = opt(500, "candles kept per pair and timeframe", min=60, max=5000)
+    min_opportunity_score: float = opt(0.6, "minimum combined score as a fraction of 100", min=0, max=1)
+    confirm_timeframe: str | None = opt("4h", "higher timeframe that must agree with a signal (null: off)",
+                                        choices=tuple(TIMEFRAME_MS))
+    quarantine_gap_candles: int = opt(24, "a data gap longer than this many candles quarantines the pair",
+                                      min=1, max=10_000)
+    quarantine_jump_ratio: float = opt(3.0, "a close-to-close move beyond this factor quarantines the pair",
+                                       gt=1, max=1000)
+
+
+@dataclass(frozen=True)
+class StrategiesConfig:
+    enabled: list = opt(["trend_following", "mean_reversion", "momentum"], "strategy plugins to run, by name")
+    weights: dict = opt({}, "ranking weight per strategy name (default 1.0)")
+    params: dict = opt({}, "per-strategy parameters: {name: {param: value}}, validated by each plugin")
+
+
+@dataclass(frozen=True)
+class TradingConfig:
+    position_size_pct: float = opt(0.10, "largest position as a fraction of equity", gt=0, max=1)
+    order_type: str = opt("market", "entry order type", choices=("market", "limit"))
+    entry_timeout_s: int = opt(60, "cancel an unfilled entry order after this many seconds", min=5, max=86400)
+    stop_loss_pct: float = opt(0.03, "widest stop allowed, as a fraction below entry", gt=0, max=0.5)
+    take_profit_pct: float = opt(0.06, "target when a strategy gives none, as a fraction above entry",
+                                 gt=0, max=10)
+    trailing_stop_pct: float = opt(0.0, "trailing stop distance from the high since entry (0: off)", min=0,
+                                   max=0.5)
+    max_hold_hours: float = opt(48.0, "exit a position after this many hours (0: never)", min=0, max=24 * 365)
+    monitor_interval_s: float = opt(3.0, "seconds between exit checks of open positions", min=0.5, max=600)
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    risk_per_trade_pct: float = opt(0.01, "equity lost if a stop is hit: size = risk / stop distance",
+                                    gt=0, max=0.2)
+    max_open_positions: int = opt(5, "open positions at most", min=1, max=100)
+    max_daily_loss_pct: float = opt(0.03, "halt new entries for the UTC day after losing this fraction",
+                                    gt=0, max=1)
+    max_drawdown_pct: float = opt(0.15, "halt new entries below this drawdown from the equity peak",
+                                  gt=0, max=1)
+    cooldown_minutes: float = opt(60.0, "no re-entry on a pair this long after an exit", min=0, max=7 * 1440)
+    max_asset_exposure_pct: float = opt(0.25, "at most this fraction of equity in one base asset",
+                                        gt=0, max=1)
+    max_spread_pct: float = opt(0.003, "refuse an entry when the book's spread is wider", gt=0, max=1)
+    max_slippage_pct: float = opt(0.005, "refuse an entry when walking the book costs more", gt=0, max=1)
+    min_depth_multiple: float = opt(3.0, "book depth within the slippage limit must cover the order this often",
+                                    min=1, max=1000)
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    starting_balance: Decimal = opt(Decimal("1000"), "simulated quote balance in paper mode", gt=0)
+    fee_pct: Decimal = opt(Decimal("0.001"), "simulated taker fee as a fraction of cost", min=0, max=0.05)
+    slippage_pct: Decimal = opt(Decimal("0.0005"), "simulated slippage as a fraction of price", min=0, max=0.05)
+
+
+@dataclass(frozen=True)
+class TaxConfig:
+    method: str = opt("fifo", "lot matching method", choices=("fifo", "lifo", "hifo"))
+    jurisdiction: str = opt("us", "holding-period rules: us (short/long), de (taxable/tax-free), none",
+                            choices=("us", "de", "none"))
+    long_term_after: str = opt("1y", "holding period, calendar based: e.g. 1y, 18m, 400d", pattern=r"^[1-9]\d*[ymd]$")
+    currency: str = opt("USD", "reporting currency label (the quote currency is treated as this)",
+                        pattern=r"^[A-Z]{3,5}$")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    interval_s: int = opt(300, "log a health line this often, seconds", min=10, max=86400)
+    temp_soft_c: float = opt(75.0, "CPU temperature that slows the scan interval", min=30, max=110)
+    temp_hard_c: float = opt(82.0, "CPU temperature that pauses new entries", min=30, max=110)
+    mem_soft_mb: int = opt(200, "available memory that slows the scan interval, MiB", min=0, max=1 << 20)
+    mem_hard_mb: int = opt(100, "available memory that pauses new entries, MiB", min=0, max=1 << 20)
+    disk_soft_mb: int = opt(500, "free disk (state directory) that slows the scan interval, MiB", min=0,
+                            max=1 << 30)
+    disk_hard_mb: int = opt(100, "free disk that pauses new entries, MiB", min=0, max=1 << 30)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    audit_max_kb: int = opt(1024, "size of the rotating order/fill audit log, KiB", min=16, max=1 << 20)
+    audit_backups: int = opt(5, "rotated audit log files kept", min=1, max=100)
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = opt("paper", "paper (simulated orders, default) or live (real orders)", choices=("paper", "live"))
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    universe: UniverseConfig = field(default_factory=UniverseConfig)
+    scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    strategies: StrategiesConfig = field(default_factory=StrategiesConfig)
+    trading: TradingConfig = field(default_factory=TradingConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    tax: TaxConfig = field(default_factory=TaxConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
+
+
+# --- generic validation -------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", Decimal: "a number", str: "a string",
+             list: "a list", dict: "an object"}
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    return names.get(tp, "an object")
+
+
+def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], file, key)
+    bad = ConfigError(file, key, f"expected {_type_name(tp)}, got {_show(value)}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp in (float, Decimal):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        return float(value) if tp is float else Decimal(str(value))
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if tp is list:
+        if not isinstance(value, list):
+            raise bad
+        return tuple(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return types.MappingProxyType(dict(value))
+    if is_dataclass(tp):
+        return _build(tp, value, file, key)
+    raise bad
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, Decimal) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check(value: Any, meta: dict, file: str, key: str) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(file, key, f"expected one of {', '.join(map(json.dumps, meta['choices']))}, got {_show(value)}")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(file, key, f"expected {meta['help']} (format {meta['pattern']}), got {_show(value)}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(file, key, f"expected a value >= {meta['min']}, got {_show(value)}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise ConfigError(file, key, f"expected a value > {meta['gt']}, got {_show(value)}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(file, key, f"expected a value <= {meta['max']}, got {_show(value)}")
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise ConfigError(file, f"{key}[{i}]", f"expected a string, got {_show(item)}")
+            if "item_choices" in meta and item not in meta["item_choices"]:
+                raise ConfigError(file, f"{key}[{i}]",
+                                  f"expected one of {', '.join(meta['item_choices'])}, got {_show(item)}")
+
+
+def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
+    where = prefix or "(top level)"
+    if not isinstance(data, dict):
+        raise ConfigError(file, where, f"expected an object, got {_show(data)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    for k in data:
+        if k not in known:
+            raise ConfigError(file, f"{prefix}.{k}" if prefix else k,
+                              f"unknown key (known keys here: {', '.join(sorted(known))})")
+    values = {}
+    for name, f in known.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            values[name] = _coerce(data[name], hints[name], file, key)
+        else:
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            if isinstance(default, list):
+                default = tuple(default)
+            elif isinstance(default, dict):
+                default = types.MappingProxyType(default)
+            values[name] = default
+        _check(values[name], f.metadata, file, key)
+    return cls(**values)
+
+
+def _cross_checks(cfg: Config, file: str) -> None:
+    """Values that are valid alone but not together."""
+    t, r, h = cfg.trading, cfg.risk, cfg.health
+    if t.stop_loss_pct >= t.take_profit_pct:
+        raise ConfigError(file, "trading.stop_loss_pct",
+                          f"expected less than trading.take_profit_pct ({t.take_profit_pct}), got {t.stop_loss_pct}")
+    if t.trailing_stop_pct and t.trailing_stop_pct > t.stop_loss_pct * 3:
+        raise ConfigError(file, "trading.trailing_stop_pct",
+                          f"expected at most 3x trading.stop_loss_pct ({t.stop_loss_pct * 3:g}), got {t.trailing_stop_pct}")
+    if r.max_daily_loss_pct > r.max_drawdown_pct:
+        raise ConfigError(file, "risk.max_daily_loss_pct",
+                          f"expected at most risk.max_drawdown_pct ({r.max_drawdown_pct}), got {r.max_daily_loss_pct}")
+    if r.max_asset_exposure_pct < t.position_size_pct:
+        raise ConfigError(file, "risk.max_asset_exposure_pct",
+                          f"expected at least trading.position_size_pct ({t.position_size_pct}), "
+                          f"got {r.max_asset_exposure_pct}")
+    for soft, hard, unit in (("temp_soft_c", "temp_hard_c", ">"), ("mem_soft_mb", "mem_hard_mb", "<"),
+                             ("disk_soft_mb", "disk_hard_mb", "<")):
+        s, hv = getattr(h, soft), getattr(h, hard)
+        if (unit == ">" and s > hv) or (unit == "<" and s < hv):
+            raise ConfigError(file, f"health.{soft}",
+                              f"expected {'at most' if unit == '>' else 'at least'} health.{hard} ({hv}), got {s}")
+    tfs = cfg.scanner.timeframes
+    if not tfs:
+        raise ConfigError(file, "scanner.timeframes", "expected at least one timeframe")
+    if len(set(tfs)) != len(tfs):
+        raise ConfigError(file, "scanner.timeframes", f"expected no duplicates, got {_show(list(tfs))}")
+    ctf = cfg.scanner.confirm_timeframe
+    if ctf is not None and (ctf not in tfs or TIMEFRAME_MS[ctf] <= TIMEFRAME_MS[tfs[0]]):
+        raise ConfigError(file, "scanner.confirm_timeframe",
+                          f"expected null or a timeframe from scanner.timeframes longer than {tfs[0]}, got {_show(ctf)}")
+    for name, w in cfg.strategies.weights.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 100:
+            raise ConfigError(file, f"strategies.weights.{name}", f"expected a number from 0 to 100, got {_show(w)}")
+
+
+def _check_strategies(cfg: Config, file: str) -> None:
+    # Imported here so plain config checks do not pay for the plugins unless strategies are configured.
+    from strategies import registry
+
+    registry.check_config(cfg.strategies, file)
+
+
+def config_from_dict(data: Any, file: str = "<dict>") -> Config:
+    cfg = _build(Config, data, file, "")
+    _cross_checks(cfg, file)
+    _check_strategies(cfg, file)
+    return replace(cfg, source=file)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "(file)", "not found; pass --config PATH or set PITRADER_CONFIG") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "(file)", f"cannot be read: {exc.__class__.__name__}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, f"line {exc.lineno} column {exc.colno}", f"expected valid JSON ({exc.msg})") from None
+    return config_from_dict(data, str(path))
+
+
+def default_config_path() -> Path:
+    """--config default: $PITRADER_CONFIG, then /etc/pitrader/config.json, then ./config.json."""
+    env = os.environ.get("PITRADER_CONFIG")
+    if env:
+        return Path(env)
+    etc = Path("/etc/pitrader/config.json")
+    return etc if etc.exists() else Path("config.json")
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able form of a config (what `config check` prints)."""
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj) if not f.metadata.get("internal")}
+    if isinstance(obj, (tuple, list)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, (dict, types.MappingProxyType)):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Decimal):
+        return float(obj) if obj == obj.to_integral_value() or len(str(obj)) < 16 else str(obj)
+    return obj
+
+
+def reference() -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every key: the README's configuration reference."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            key = f"{prefix}{f.name}"
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            if is_dataclass(default):
+                walk(type(default), key + ".")
+            else:
+                rows.append((key, json.dumps(to_dict(default)), f.metadata.get("help", "")))
+
+    walk(Config, "")
+    return rows
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+SECRET_KEYS = ("BINANCE_API_KEY", "BINANCE_API_SECRET")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def mask(value: str | None) -> str:
+    """How a secret is shown anywhere: whether it is set, never any of its characters."""
+    return "(not set)" if not value else f"(set, {len(value)} characters)"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    api_key: str | None = field(default=None, repr=False)
+    api_secret: str | None = field(default=None, repr=False)
+    testnet: bool = False
+    source: str = "<environment>"
+
+    def __repr__(self) -> str:  # never leak the values, even in a traceback
+        return f"Secrets(api_key={mask(self.api_key)}, api_secret={mask(self.api_secret)}, testnet={self.testnet})"
+
+    __str__ = __repr__
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.api_key and self.api_secret)
+
+    def masked(self) -> dict[str, str]:
+        return {"BINANCE_API_KEY": mask(self.api_key), "BINANCE_API_SECRET": mask(self.api_secret),
+                "BINANCE_TESTNET": str(self.testnet).lower()}
+
+
+def default_env_path() -> Path | None:
+    """--env-file default: $PITRADER_ENV_FILE, /etc/pitrader/pitrader.env, ./.env (first that exists)."""
+    env = os.environ.get("PITRADER_ENV_FILE")
+    if env:
+        return Path(env)
+    for cand in (Path("/etc/pitrader/pitrader.env"), Path(".env")):
+        if cand.exists():
+            return cand
+    return None
+
+
+def load_secrets(path: str | os.PathLike | None, environ: typing.Mapping[str, str] | None = None) -> Secrets:
+    """Process environment first (systemd's EnvironmentFile= puts them there), then the env file."""
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    values: dict[str, str | None] = {}
+    source = "<environment>"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(p, "(file)", "env file not found")
+        try:
+            values = dict(dotenv_values(p))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(p, "(file)", f"cannot be read: {exc.__class__.__name__}") from None
+        source = str(p)
+
+    def get(name: str) -> str | None:
+        v = environ.get(name)
+        if v is None:
+            v = values.get(name)
+        v = v.strip() if v else v
+        return v or None
+
+    raw_testnet = (get("BINANCE_TESTNET") or "").lower()
+    if raw_testnet not in _TRUE | _FALSE:
+        raise ConfigError(source, "BINANCE_TESTNET", "expected true or false (1/0, yes/no)")
+    for name in SECRET_KEYS:
+        v = get(name)
+        if v is not None and (len(v) < 8 or any(c.isspace() for c in v)):
+            # Say what is wrong without echoing the value.
+            raise ConfigError(source, name, "expected a single token of at least 8 characters without spaces")
+    return Secrets(get("BINANCE_API_KEY"), get("BINANCE_API_SECRET"), raw_testnet in _TRUE, source)
+
+
+def check_mode(cfg: Config, secrets: Secrets) -> None:
+    """Live trading needs both keys: a config error, not a runtime surprise."""
+    if cfg.mode == "live" and not secrets.has_keys:
+        missing = "BINANCE_API_KEY" if not secrets.api_key else "BINANCE_API_SECRET"
+        raise ConfigError(secrets.source, missing, 'required when "mode" is "live" in ' + cfg.source)

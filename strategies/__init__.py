@@ -1,0 +1,1 @@
+"""Strategy plugins: one module per strategy; see ``strategies.base`` and ``strategies.registry``."""
