@@ -39,6 +39,14 @@ class CliContext:
             self._config = load_config(self.config_path)
         return self._config
 
+    def reload_config(self) -> Config:
+        """Read config and secrets again (SIGHUP); raises ConfigError and keeps the old ones if bad."""
+        cfg = load_config(self.config_path)
+        secrets = load_secrets(self.env_path)
+        check_mode(cfg, secrets)
+        self._config, self._secrets = cfg, secrets
+        return cfg
+
     def secrets(self) -> Secrets:
         if self._secrets is None:
             self._secrets = load_secrets(self.env_path)

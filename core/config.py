@@ -272,6 +272,12 @@ def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
     return cls(**values)
 
 
+def build_section(cls: type, data: Any, file: str, prefix: str) -> Any:
+    """Validate ``data`` into the frozen dataclass ``cls`` by its field metadata, exactly like a
+    config.json section; errors name ``prefix.<field>``. Plugins (strategy params) use this."""
+    return _build(cls, data, file, prefix)
+
+
 def _cross_checks(cfg: Config, file: str) -> None:
     """Values that are valid alone but not together."""
     t, r, h = cfg.trading, cfg.risk, cfg.health

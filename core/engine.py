@@ -1,0 +1,297 @@
+"""The engine loop: scan -> rank -> risk -> execute -> exits, the same code live and in replay.
+
+Only the gateway and the clock differ between modes. One cycle is one await-able unit of work;
+a stop request (SIGINT/SIGTERM) is honoured between steps, never in the middle of an order, and
+the store is flushed before the loop returns. With a wall clock, open positions are also
+checked for exits every ``trading.monitor_interval_s`` between scans.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Callable
+
+from core.clock import Clock, VirtualClock
+from core.config import Config, ConfigError
+from core.executor import make_executor
+from core.exits import exit_reason
+from core.gateway import ExchangeGateway, GatewayError, NotSupported
+from core.models import Market, ScanResult
+from core.pipeline import ScanPipeline
+from core.risk import Approval, RiskGate
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; feeds the display, STATUS= line and `status`."""
+
+    ts_ms: int
+    scan: ScanResult
+    equity: Decimal
+    cash: Decimal
+    open_positions: int
+    entries: list[str] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)
+    rejections: int = 0
+    halts: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+
+class Hooks:
+    """Optional observers of the loop (systemd notify, health, display); all no-ops here."""
+
+    async def on_ready(self, report: CycleReport) -> None: ...
+
+    async def on_cycle(self, report: CycleReport) -> None: ...
+
+    async def on_reloading(self) -> None: ...
+
+    async def on_reloaded(self, ok: bool) -> None: ...
+
+    async def on_stopping(self) -> None: ...
+
+    def interval_factor(self) -> float:
+        """Health can slow the loop down (hot, low memory)."""
+        return 1.0
+
+    def entries_paused(self) -> str | None:
+        """A reason to pause new entries (exits keep running), or None."""
+        return None
+
+
+class Engine:
+    def __init__(self, cfg: Config, gateway: ExchangeGateway, store: Store, clock: Clock, *,
+                 hooks: Hooks | None = None, config_loader: Callable[[], Config] | None = None) -> None:
+        self.cfg = cfg
+        self.gateway = gateway
+        self.store = store
+        self.clock = clock
+        self.hooks = hooks or Hooks()
+        self.config_loader = config_loader
+        self.replay = isinstance(clock, VirtualClock)
+        self.pipeline = ScanPipeline(cfg, gateway, clock)
+        self.risk = RiskGate(cfg, store, clock)
+        self.executor = make_executor(cfg, store, gateway, clock)
+        self.markets: dict[str, Market] = {}
+        self.cycles = 0
+        self.last_report: CycleReport | None = None
+        self._stop = asyncio.Event()
+        self._reload = False
+        self._started = False
+
+    # --- control ------------------------------------------------------------------------------
+    def request_stop(self, why: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            log.info("%s: finishing the current step, then stopping", why)
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self.markets = await self.gateway.load_markets()
+        await self.risk.load()
+        await self.executor.start()
+        self._started = True
+
+    # --- one cycle ----------------------------------------------------------------------------
+    async def scan(self) -> ScanResult:
+        return await self.pipeline.scan()
+
+    async def _prices(self, symbols: set[str]) -> dict[str, float]:
+        if not symbols:
+            return {}
+        tickers = await self.gateway.fetch_tickers(sorted(symbols))
+        return {s: t.last for s, t in tickers.items() if t.last and t.last > 0}
+
+    async def _book(self, symbol: str):
+        try:
+            return await self.gateway.fetch_order_book(symbol)
+        except NotSupported:
+            return None  # replay: the risk gate skips book checks and says so
+
+    async def check_exits(self, prices: dict[str, float] | None = None) -> list[str]:
+        """Close positions whose stop, target, trail, time limit or an emergency halt says so."""
+        positions = [p for p in await self.store.positions("open") if p.status == "open"]
+        if not positions:
+            return []
+        if prices is None:
+            prices = await self._prices({p.symbol for p in positions})
+        done = []
+        now = self.clock.now_ms()
+        for pos in positions:
+            price = prices.get(pos.symbol)
+            if price is None:
+                log.warning("no price for open position %s #%s: exit check skipped this time", pos.symbol, pos.id)
+                continue
+            reason = ("emergency: " + "; ".join(self.risk.halts)) if self.risk.emergency else \
+                exit_reason(pos, Decimal(str(price)), now, self.cfg.trading)
+            if reason is None:
+                continue
+            log.info("exit %s #%s at ~%s: %s", pos.symbol, pos.id, price, reason)
+            await self.executor.close_position(pos, reason, price)
+            self.risk.on_exit(pos.symbol, now)
+            done.append(f"{pos.symbol} {reason}")
+        return done
+
+    async def _enter(self, scan: ScanResult, prices: dict[str, float], report: CycleReport) -> None:
+        paused = self.hooks.entries_paused()
+        for opp in scan.opportunities:
+            if self.stopping:
+                break
+            if paused:
+                log.info("entry %s skipped: %s", opp.symbol, paused)
+                report.rejections += 1
+                continue
+            market = self.markets.get(opp.symbol)
+            if market is None:
+                log.info("entry %s rejected: market unknown to the exchange", opp.symbol)
+                report.rejections += 1
+                continue
+            try:
+                book = await self._book(opp.symbol)
+            except GatewayError as exc:
+                log.info("entry %s rejected: order book unavailable (%s)", opp.symbol, exc)
+                report.rejections += 1
+                continue
+            portfolio = await self.executor.portfolio(prices)
+            decision = await self.risk.evaluate(opp, market, book, portfolio)
+            if not isinstance(decision, Approval):
+                report.rejections += 1
+                continue
+            log.info("entry %s %s: approved %s @ ~%s (stop %s, target %s): %s [%s %.0f]", opp.side, opp.symbol,
+                     decision.amount, decision.price, decision.stop, decision.target, decision.reason,
+                     opp.strategy, opp.score)
+            pos = await self.executor.open_position(opp, decision)
+            if pos is not None:
+                report.entries.append(f"{opp.symbol} {opp.strategy} {opp.score:.0f}")
+
+    async def cycle(self) -> CycleReport:
+        t0 = time.perf_counter()
+        await self._apply_reload()
+        scan = await self.scan()
+        now = self.clock.now_ms()
+        open_syms = {p.symbol for p in await self.store.positions("open")}
+        prices = await self._prices(open_syms | {o.symbol for o in scan.opportunities})
+        portfolio = await self.executor.portfolio(prices)
+        for halt in await self.risk.on_equity(portfolio.equity, now):
+            log.warning("halt: %s", halt)
+        report = CycleReport(now, scan, portfolio.equity, portfolio.cash, len(portfolio.positions))
+        report.exits = await self.check_exits(prices)
+        if not self.stopping:
+            await self._enter(scan, prices, report)
+        await self.executor.poll()
+        portfolio = await self.executor.portfolio(prices)
+        report.equity, report.cash, report.open_positions = portfolio.equity, portfolio.cash, len(portfolio.positions)
+        report.halts = list(self.risk.halts)
+        self.store.record_equity(now, portfolio.equity, portfolio.cash)
+        await self.store.set_state("last_scan", {
+            "ts_ms": now, "pairs_scanned": scan.pairs_scanned, "pairs_skipped": scan.pairs_skipped,
+            "duration_s": round(scan.duration_s, 3),
+            "opportunities": [{"symbol": o.symbol, "strategy": o.strategy, "score": round(o.score, 1)}
+                              for o in scan.opportunities[:5]]})
+        self.cycles += 1
+        if self.cycles % 20 == 0:
+            await self.store.flush()
+        report.duration_s = time.perf_counter() - t0
+        self.last_report = report
+        return report
+
+    # --- reload -------------------------------------------------------------------------------
+    async def _apply_reload(self) -> None:
+        if not self._reload:
+            return
+        self._reload = False
+        if self.config_loader is None:
+            log.warning("reload requested but this run has no config file to re-read")
+            return
+        await self.hooks.on_reloading()
+        try:
+            new = self.config_loader()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            await self.hooks.on_reloaded(False)
+            return
+        if new.mode != self.cfg.mode or new.exchange != self.cfg.exchange:
+            log.error("reload rejected: mode and exchange settings need a restart (systemctl restart pitrader)")
+            await self.hooks.on_reloaded(False)
+            return
+        self.cfg = new
+        self.pipeline.update_config(new)
+        self.risk.update_config(new)
+        log.info("configuration reloaded from %s; open positions untouched", new.source)
+        await self.hooks.on_reloaded(True)
+
+    # --- the loop -----------------------------------------------------------------------------
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on stop; with a wall clock, watch exits meanwhile."""
+        if self.replay:
+            await self.clock.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, self.cfg.trading.monitor_interval_s)
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=step)
+            except asyncio.TimeoutError:
+                pass
+            if self.stopping or time.monotonic() >= deadline:
+                return
+            try:
+                await self.check_exits()
+                await self.executor.poll()
+            except GatewayError as exc:
+                log.warning("exit monitor: %s (will retry)", exc)
+
+    async def run(self, *, max_cycles: int | None = None, until_ms: int | None = None,
+                  interval_s: float | None = None) -> int:
+        """Loop until stopped, ``max_cycles`` done or the clock passes ``until_ms``; returns cycles run."""
+        try:
+            await self.start()
+            first = True
+            while not self.stopping:
+                if until_ms is not None and self.clock.now_ms() > until_ms:
+                    break
+                try:
+                    report = await self.cycle()
+                except GatewayError as exc:
+                    if not exc.retryable:
+                        raise
+                    log.warning("cycle failed: %s; retrying next interval", exc)
+                    report = None
+                if report is not None:
+                    if first:
+                        await self.hooks.on_ready(report)
+                        first = False
+                    await self.hooks.on_cycle(report)
+                if max_cycles is not None and self.cycles >= max_cycles:
+                    break
+                base = interval_s if interval_s is not None else self.cfg.scanner.interval_s
+                await self._sleep(base * self.hooks.interval_factor())
+            return self.cycles
+        finally:
+            await self.hooks.on_stopping()
+            await self.store.flush()
+            log.info("engine stopped after %d cycles", self.cycles)

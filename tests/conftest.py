@@ -1,0 +1,40 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+OHLCV_1H = SHARED_DATA / "ohlcv" / "1h"
+SAMPLE = ROOT / "data" / "sample"
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    """Write a config.json (the shipped defaults, deep-updated with overrides) and return its path."""
+
+    def write(overrides: dict | None = None, name: str = "config.json") -> Path:
+        data = json.loads((ROOT / "config.json").read_text())
+
+        def merge(dst, src):
+            for k, v in src.items():
+                if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                    merge(dst[k], v)
+                else:
+                    dst[k] = v
+
+        merge(data, overrides or {})
+        path = tmp_path / name
+        path.write_text(json.dumps(data))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def sample_copy(tmp_path):
+    """A writable copy of data/sample."""
+    dst = tmp_path / "sample"
+    shutil.copytree(SAMPLE, dst)
+    return dst
