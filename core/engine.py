@@ -53,7 +53,8 @@ class Hooks:
 
     async def on_reloading(self) -> None: ...
 
-    async def on_reloaded(self, ok: bool) -> None: ...
+    async def on_reloaded(self, ok: bool, cfg: Config) -> None:
+        """After a reload attempt; ``cfg`` is the configuration now in force."""
 
     async def on_stopping(self) -> None: ...
 
@@ -68,7 +69,8 @@ class Hooks:
 
 class Engine:
     def __init__(self, cfg: Config, gateway: ExchangeGateway, store: Store, clock: Clock, *,
-                 hooks: Hooks | None = None, config_loader: Callable[[], Config] | None = None) -> None:
+                 hooks: Hooks | None = None, config_loader: Callable[[], Config] | None = None,
+                 pipeline: ScanPipeline | None = None) -> None:
         self.cfg = cfg
         self.gateway = gateway
         self.store = store
@@ -76,7 +78,8 @@ class Engine:
         self.hooks = hooks or Hooks()
         self.config_loader = config_loader
         self.replay = isinstance(clock, VirtualClock)
-        self.pipeline = ScanPipeline(cfg, gateway, clock)
+        # Backtests inject a pipeline that serves precomputed signals; everything after it is shared.
+        self.pipeline = pipeline or ScanPipeline(cfg, gateway, clock)
         self.risk = RiskGate(cfg, store, clock)
         self.executor = make_executor(cfg, store, gateway, clock)
         self.markets: dict[str, Market] = {}
@@ -229,17 +232,17 @@ class Engine:
             new = self.config_loader()
         except ConfigError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
-            await self.hooks.on_reloaded(False)
+            await self.hooks.on_reloaded(False, self.cfg)
             return
         if new.mode != self.cfg.mode or new.exchange != self.cfg.exchange:
             log.error("reload rejected: mode and exchange settings need a restart (systemctl restart pitrader)")
-            await self.hooks.on_reloaded(False)
+            await self.hooks.on_reloaded(False, self.cfg)
             return
         self.cfg = new
         self.pipeline.update_config(new)
         self.risk.update_config(new)
         log.info("configuration reloaded from %s; open positions untouched", new.source)
-        await self.hooks.on_reloaded(True)
+        await self.hooks.on_reloaded(True, new)
 
     # --- the loop -----------------------------------------------------------------------------
     async def _sleep(self, seconds: float) -> None:

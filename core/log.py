@@ -243,12 +243,7 @@ def setup_logging(level: str = "INFO", logs_dir: Path | None = None, audit_max_k
 
     root = logging.getLogger()
     audit_logger = logging.getLogger(AUDIT_LOGGER)
-    for h in _installed:
-        for lg in (root, audit_logger):
-            if h in lg.handlers:
-                lg.removeHandler(h)
-        h.close()
-    _installed.clear()
+    teardown_logging()
 
     redactor = RedactSecrets()
     mode = output_mode(stream, environ)
@@ -285,3 +280,13 @@ def audit_path() -> Path | None:
         if isinstance(h, logging.handlers.RotatingFileHandler):
             return Path(h.baseFilename)
     return None
+
+
+def teardown_logging() -> None:
+    """Remove and close the handlers :func:`setup_logging` installed (flushes the audit file)."""
+    for h in _installed:
+        for lg in (logging.getLogger(), logging.getLogger(AUDIT_LOGGER)):
+            if h in lg.handlers:
+                lg.removeHandler(h)
+        h.close()
+    _installed.clear()

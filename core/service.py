@@ -7,8 +7,10 @@ from pathlib import Path
 
 from core.config import Config, Secrets
 from core.engine import CycleReport, Hooks
+from core.health import HealthMonitor
 from core.log import register_secret, setup_logging
 from core.notify import Heartbeat, Notifier
+from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,16 @@ def status_line(report: CycleReport, next_s: float, start_equity) -> str:
 class ServiceHooks(Hooks):
     """READY after the first scan, STATUS per cycle, WATCHDOG only on progress, health gating."""
 
-    def __init__(self, cfg: Config, state_dir: Path) -> None:
+    def __init__(self, cfg: Config, state_dir: Path, store: Store, secrets: Secrets) -> None:
         self.cfg = cfg
+        self.store = store
+        self.secrets = secrets
         self.state_dir = state_dir
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier)
         self._task: asyncio.Task | None = None
         self._day_start: tuple[int, object] | None = None
-        self.health = _health_monitor(cfg, state_dir)
+        self.health = HealthMonitor(cfg.health, state_dir)
 
     async def on_ready(self, report: CycleReport) -> None:
         self._task = self.heartbeat.start()
@@ -51,15 +55,20 @@ class ServiceHooks(Hooks):
         day = report.ts_ms // 86_400_000
         if self._day_start is None or self._day_start[0] != day:
             self._day_start = (day, report.equity)
-        if self.health is not None:
-            await self.health.maybe_check(report.ts_ms)
+        verdict = await self.health.check_async()  # re-reads at most every refresh_s
+        await self.store.set_state("health", {"ts_ms": report.ts_ms, "summary": verdict.summary(),
+                                              "entries_paused": verdict.entries_paused})
         self.notifier.status(status_line(report, self.cfg.scanner.interval_s * self.interval_factor(),
                                          self._day_start[1]))
 
     async def on_reloading(self) -> None:
         self.notifier.reloading()
 
-    async def on_reloaded(self, ok: bool) -> None:
+    async def on_reloaded(self, ok: bool, cfg: Config) -> None:
+        if ok:
+            self.cfg = cfg
+            self.health.update_config(cfg.health)
+            setup_service_logging(cfg, self.secrets)
         self.notifier.ready("configuration reloaded" if ok else "reload rejected: old configuration kept")
 
     async def on_stopping(self) -> None:
@@ -68,15 +77,9 @@ class ServiceHooks(Hooks):
             self._task.cancel()
 
     def interval_factor(self) -> float:
-        return self.health.interval_factor if self.health is not None else 1.0
+        v = self.health.verdict
+        return v.interval_factor if v is not None else 1.0
 
     def entries_paused(self) -> str | None:
-        return self.health.entries_paused if self.health is not None else None
-
-
-def _health_monitor(cfg: Config, state_dir: Path):
-    try:
-        from core.health import HealthMonitor
-    except ImportError:  # health lands separately; without it the loop runs ungated
-        return None
-    return HealthMonitor(cfg.health, state_dir)
+        v = self.health.verdict
+        return "health: " + "; ".join(v.pause_reasons) if v is not None and v.entries_paused else None

@@ -143,3 +143,9 @@ def test_bad_env_values_do_not_echo_the_secret(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_secrets(env, environ={})
     assert "has space" not in str(err.value) and "BINANCE_API_KEY" in str(err.value)
+
+
+def test_readme_documents_every_key_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    for key, default, _ in reference():
+        assert f"| `{key}` | `{default}` |" in readme, f"README configuration reference is missing {key}"

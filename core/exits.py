@@ -1,0 +1,47 @@
+"""When to leave a position: stop-loss, trailing stop, take-profit, time limit.
+
+Pure and cheap: the engine calls it every few seconds for each open position with the latest
+ticker price. Protective exits win over take-profit when both apply (a gap through both levels
+is recorded as the stop it was). Emergency exits on a halt are the engine's decision
+(``RiskGate.emergency``), recorded with the reason ``EMERGENCY``.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from core.config import TradingConfig
+from core.models import Position
+
+STOP_LOSS, TRAILING_STOP, TAKE_PROFIT, TIME_EXIT, EMERGENCY = (
+    "stop_loss", "trailing_stop", "take_profit", "time_exit", "emergency")
+HOUR_MS = 3_600_000
+
+
+def trail_pct(pos: Position, cfg: TradingConfig) -> Decimal:
+    """The position's own trail (fixed at entry) wins, so a reload never changes an open trade."""
+    return pos.trail_pct if pos.trail_pct > 0 else Decimal(str(cfg.trailing_stop_pct))
+
+
+def trailing_stop(pos: Position, cfg: TradingConfig) -> Decimal | None:
+    pct = trail_pct(pos, cfg)
+    if pct <= 0 or pos.highest <= 0:
+        return None
+    return pos.highest * (1 - pct)
+
+
+def exit_reason(pos: Position, price: Decimal, now_ms: int, cfg: TradingConfig) -> str | None:
+    """Why ``pos`` should be closed at ``price`` now, or None. Raises ``pos.highest`` to ``price``."""
+    if pos.status != "open" or pos.amount <= 0 or price <= 0:
+        return None  # closing already, or an entry order still waiting for its fill
+    if price > pos.highest:
+        pos.highest = price
+    trail = trailing_stop(pos, cfg)
+    if trail is not None and trail > pos.stop and price <= trail:
+        return TRAILING_STOP
+    if price <= pos.stop:
+        return STOP_LOSS
+    if price >= pos.target:
+        return TAKE_PROFIT
+    if cfg.max_hold_hours > 0 and now_ms - pos.opened_ms >= cfg.max_hold_hours * HOUR_MS:
+        return TIME_EXIT
+    return None

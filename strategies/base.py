@@ -1,0 +1,115 @@
+"""Strategy plugin API.
+
+A strategy is one module in ``strategies/`` defining one ``Strategy`` subclass; its name is
+the module's name (``strategies/momentum.py`` -> ``"momentum"``), which is what
+``strategies.enabled``, ``strategies.weights`` and ``strategies.params`` in config.json use.
+
+A strategy sees every pair at once: ``evaluate`` gets a ``ScanInput`` whose ``signal`` (and
+optionally ``higher``) timeframe give indicator matrices (pairs x time, newest candle in the
+last column) computed once per scan and shared by all strategies. It returns one ``Signals``:
+numpy arrays with a score 0..100 per pair (0 = no signal), a suggested stop and target, and
+an ``explain(row)`` callback that the scanner calls only for pairs that made the cut, so the
+per-pair string formatting stays off the hot path.
+
+Spot only: we can buy an asset and later sell it, never sell what we do not hold, so every
+signal is a long entry (side ``"buy"``) with its stop below and its target above the price.
+Exits are the executor's job (stop, target, trailing, time).
+
+Parameters: a frozen dataclass ``Params`` whose fields are declared with ``core.config.opt``
+(default, help, checks such as ``min``/``max``); ``strategies.params.<name>`` in config.json
+is validated against it exactly like the rest of the config, and ``check_params`` adds the
+relations between fields (e.g. fast EMA shorter than slow EMA).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from core.models import BUY
+
+if TYPE_CHECKING:
+    from core.scanner import Indicators
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """For a strategy without parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanInput:
+    """What a strategy sees: the same rows (pairs) in every timeframe."""
+
+    symbols: tuple[str, ...]
+    signal: Indicators  # the signal timeframe (scanner.timeframes[0])
+    higher: Indicators | None  # the confirmation / next longer timeframe, if configured
+
+
+@dataclass(slots=True)
+class Signals:
+    """A strategy's verdict for every pair (arrays of length pairs)."""
+
+    score: np.ndarray  # 0..100; 0 means no signal
+    stop: np.ndarray  # suggested stop price (below the last close)
+    target: np.ndarray  # suggested target price (above the last close)
+    explain: Callable[[int], str]  # short human reason for one row, e.g. "EMA20>EMA50, ADX 31"
+    side: str = BUY
+
+
+class Strategy(ABC):
+    """Base class of every strategy plugin (see the module docstring)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type] = NoParams
+    summary: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__module__.rpartition(".")[2]
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = self.Params() if params is None else params
+
+    @classmethod
+    def check_params(cls, params: Any) -> Iterator[tuple[str, str]]:
+        """Problems between fields, as (param name, what is expected); none by default."""
+        return iter(())
+
+    def min_candles(self) -> int:
+        """Candles of the signal timeframe a pair needs before this strategy can judge it."""
+        return 50
+
+    def min_higher_candles(self) -> int:
+        """Candles of the higher timeframe it needs (0: it does not use the higher timeframe)."""
+        return 0
+
+    @abstractmethod
+    def evaluate(self, data: ScanInput) -> Signals:
+        """Score every pair; vectorised over the rows, reasons only through ``explain``."""
+
+
+# --- small vectorised helpers for scoring --------------------------------------------------------
+
+def ramp(x: np.ndarray, zero_at: float, full_at: float) -> np.ndarray:
+    """0 at ``zero_at``, 1 at ``full_at``, linear between, clipped; NaN gives 0.
+
+    ``full_at`` may be below ``zero_at`` for "the lower, the better" (e.g. RSI oversold).
+    """
+    with np.errstate(invalid="ignore"):
+        r = (x - zero_at) / (full_at - zero_at)
+    return np.nan_to_num(np.clip(r, 0.0, 1.0), nan=0.0)
+
+
+def flag(mask: np.ndarray) -> np.ndarray:
+    """Boolean array as 0.0 / 1.0 (NaN comparisons are already False)."""
+    return mask.astype(np.float64)
+
+
+def last(x: np.ndarray, back: int = 0) -> np.ndarray:
+    """Column ``-1 - back`` of a pairs x time matrix: each pair's newest (or older) value."""
+    return x[:, -1 - back]

@@ -1,0 +1,48 @@
+"""Real recorded candles (../shared/data/ohlcv) for tests, loaded once per process."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from core.candles import CandleStore
+from core.gateway import TIMEFRAME_MS
+from core.replay import load_csv
+
+OHLCV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv"
+HOUR = TIMEFRAME_MS["1h"]
+
+
+def symbols(tf: str = "1h") -> list[str]:
+    return sorted(p.name.split(".")[0].replace("_", "/") for p in (OHLCV / tf).glob("*.csv"))
+
+
+@lru_cache(maxsize=None)
+def candles(symbol: str, tf: str = "1h") -> np.ndarray:
+    """(n, 6) float64 [ts, o, h, l, c, v] of one real pair; do not modify (shared)."""
+    arr = load_csv(OHLCV / tf / f"{symbol.replace('/', '_')}.csv", TIMEFRAME_MS[tf])
+    arr.setflags(write=False)
+    return arr
+
+
+def closed_before(symbol: str, end_ms: int, tf: str = "1h") -> np.ndarray:
+    """The candles of ``symbol`` that had closed at ``end_ms`` (what an exchange would return then)."""
+    arr = candles(symbol, tf)
+    return arr[: np.searchsorted(arr[:, 0] + TIMEFRAME_MS[tf], end_ms, side="right")]
+
+
+def store_at(end_ms: int, pairs: Iterable[str] | None = None, timeframes: tuple[str, ...] = ("1h", "4h"),
+             capacity: int = 500, backfill: int | None = None) -> CandleStore:
+    """A store as the first cycle at ``end_ms`` leaves it: the last ``backfill`` (default
+    ``capacity``) closed 1h candles of each pair appended in one go."""
+    pairs = symbols() if pairs is None else list(pairs)
+    store = CandleStore(list(timeframes), capacity)
+    store.set_symbols(pairs)
+    take = capacity if backfill is None else backfill
+    for sym in pairs:
+        rows = closed_before(sym, end_ms)
+        if len(rows):
+            store.append(sym, "1h", rows[-take:])
+    return store
