@@ -38,7 +38,7 @@ from core.clock import VirtualClock
 from core.config import Config
 from core.gateway import TIMEFRAME_MS, timeframe_ms
 from core.models import Position
-from core.replay import DataError
+from core.replay import DataError, ReplayGateway
 from core.runtime import REPLAY_WARMUP_CANDLES
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ class BacktestResult:
     closed_at_end: int
     verified: list[int]
     interrupted: bool
+    halts: list[tuple[int, str]] = field(default_factory=list)  # (time raised, text), in order
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -156,7 +157,9 @@ class Progress:
 # --- the run -------------------------------------------------------------------------------------
 
 async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | None = None,
-                       install_signals: bool = False) -> BacktestResult:
+                       install_signals: bool = False, plain: bool = False) -> BacktestResult:
+    """Run the backtest; ``plain`` uses the engine's own ReplayGateway tickers and paper executor
+    (slower, same results: the tests compare both)."""
     from core.backtest_engine import BacktestGateway, BacktestPaperExecutor
     from core.backtest_signals import PrecomputedPipeline, SignalTable, reference_check
     from core.backtest_store import backtest_store
@@ -172,7 +175,7 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
     ui.phase("loading candles")
     folder = data_folder(spec.data, tf)
     clock = VirtualClock(0)
-    gateway = BacktestGateway(folder, clock, timeframe=tf)
+    gateway = (ReplayGateway if plain else BacktestGateway)(folder, clock, timeframe=tf)
     if tf not in gateway.data:
         raise DataError(f"{folder}: no {tf} candles (found {', '.join(sorted(gateway.data))}); use --timeframe")
     if gateway.base_timeframe != tf:  # tickers (prices) come from the shortest timeframe in the folder
@@ -194,7 +197,8 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
     t1 = time.perf_counter()
     ui.phase("precomputing signals")
     table = SignalTable(cfg, rows, markets, times, progress=lambda what: ui.phase(f"precomputing signals: {what}"))
-    gateway.table = table
+    if not plain:
+        gateway.table = table
     timings["signals"] = time.perf_counter() - t1
 
     sample = _verify_sample(table, spec.verify)
@@ -207,23 +211,29 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
 
     t2 = time.perf_counter()
     signals = 0
+    halts: list[tuple[int, str]] = []
     clock.advance_to(int(times[0]))
     ui.start_cycles(len(times))
     async with backtest_store(spec.db) as store:
 
         class BacktestHooks(Hooks):
             trades = 0
+            active: set[str] = set()
 
             async def on_cycle(self, report) -> None:
                 nonlocal signals
                 signals += len(report.scan.opportunities)
                 self.trades += len(report.exits)
+                names = {h.split(":", 1)[0] for h in report.halts}
+                halts.extend((report.ts_ms, h) for h in report.halts if h.split(":", 1)[0] not in self.active)
+                self.active = names
                 ui.cycle(report.ts_ms, report.equity, self.trades)
 
         engine = Engine(cfg, gateway, store, clock, hooks=BacktestHooks(),
                         pipeline=PrecomputedPipeline(table, clock, check if sample else None))
         # same fills and numbers as the engine's own paper executor, without re-converting prices
-        engine.executor = BacktestPaperExecutor(cfg, store, gateway, clock)
+        if not plain:
+            engine.executor = BacktestPaperExecutor(cfg, store, gateway, clock)
         if install_signals:
             engine.install_signal_handlers()
         await engine.run(max_cycles=len(times), until_ms=end, interval_s=tf_ms / 1000)
@@ -237,7 +247,7 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
         cycles=engine.cycles, start_ms=int(times[0]), end_ms=clock.now_ms() if interrupted else end,
         closed=trades_of(closed), curve=curve, signals=signals,
         rejections=dict(sorted(collections.Counter(engine.risk.rejections).items())),
-        closed_at_end=closed_at_end, verified=verified, interrupted=interrupted, timings=timings)
+        closed_at_end=closed_at_end, verified=verified, interrupted=interrupted, timings=timings, halts=halts)
 
 
 def _verify_sample(table, n: int) -> set[int]:
@@ -273,7 +283,9 @@ async def _close_all(engine, store, clock) -> int:
 
 
 def exit_reasons(closed: list[Position]) -> dict[str, int]:
-    return dict(sorted(collections.Counter(p.exit_reason or "unknown" for p in closed).items()))
+    """Trades per exit kind (``emergency: <halt text>`` counts as ``emergency``)."""
+    kinds = (p.exit_reason.split(":", 1)[0] if p.exit_reason else "unknown" for p in closed)
+    return dict(sorted(collections.Counter(kinds).items()))
 
 
 def describe(result: BacktestResult) -> dict[str, Any]:

@@ -474,7 +474,10 @@ class CcxtGateway:
             ex = self.exchange
             ex.options["adjustForTimeDifference"] = True  # also re-measured on every markets reload
             await self.budget.acquire(binance_weight("time"))
-            diff = await ex.load_time_difference()
+            try:
+                diff = await ex.load_time_difference()
+            finally:
+                self.budget.release(binance_weight("time"))
             self.time_offset_ms = -int(diff or 0)
             self._resynced_at = time.monotonic()
             log.warning("exchange clock differs from ours by %+d ms: re-synced (signed requests use the "

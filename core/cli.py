@@ -15,12 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.highlighter import RegexHighlighter
+from rich.theme import Theme
 
 from core import __version__
+from core.replay import DataError
 from core.config import (EX_CONFIG, Config, ConfigError, Secrets, check_mode, default_config_path,
                          default_env_path, load_config, load_secrets)
 
 EX_USAGE = 2
+EX_DATAERR = 65  # sysexits: bad input data (recorded candles, imports)
 
 
 @dataclass
@@ -74,12 +78,23 @@ def _commands() -> dict[str, object]:
     return dict(sorted(mods.items()))
 
 
+class _HelpHighlighter(RegexHighlighter):
+    base_style = "help."
+    highlights = [r"(?P<option>(?<![\w-])--?[\w-]+)", r"(?P<heading>^[\w ]+:$)", r"(?P<metavar>\b[A-Z][A-Z0-9_]+\b)"]
+
+
+class RichParser(argparse.ArgumentParser):
+    """argparse with help rendered through rich: options, headings and metavars coloured."""
+
+    def print_help(self, file=None) -> None:
+        theme = Theme({"help.option": "cyan", "help.heading": "bold yellow", "help.metavar": "green"})
+        console = Console(file=file, highlighter=_HelpHighlighter(), theme=theme)
+        console.print(self.format_help(), markup=False, soft_wrap=True)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    try:
-        from rich_argparse import RichHelpFormatter as fmt  # optional nicety if present
-    except ImportError:
-        fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = RichParser(
         prog="pitrader", formatter_class=fmt,
         description="Crypto trading appliance: numba market scanner, risk-gated executor, tax ledger.",
         epilog="Config: --config, else $PITRADER_CONFIG, /etc/pitrader/config.json, ./config.json. "
@@ -88,7 +103,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     parser.add_argument("--config", metavar="PATH", help="config.json to use")
     parser.add_argument("--env-file", metavar="PATH", help="secrets file (BINANCE_API_KEY, ...)")
     parser.add_argument("--state-dir", metavar="DIR", help="state directory (default $STATE_DIRECTORY or ./var)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RichParser)
     commands = _commands()
     for name, mod in commands.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, formatter_class=fmt)
@@ -112,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pitrader: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except DataError as exc:
+        print(f"pitrader: data error: {exc}", file=sys.stderr)
+        return EX_DATAERR
     except KeyboardInterrupt:
         return 130
 

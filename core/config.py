@@ -417,12 +417,16 @@ class Secrets:
 
 
 def default_env_path() -> Path | None:
-    """--env-file default: $PITRADER_ENV_FILE, /etc/pitrader/pitrader.env, ./.env (first that exists)."""
+    """--env-file default: $PITRADER_ENV_FILE, /etc/pitrader/pitrader.env, ./.env (first readable one).
+
+    The installed secrets file is root-only (the service gets it as a systemd credential), so
+    for a non-root `pitrader status` over SSH it is skipped rather than being an error.
+    """
     env = os.environ.get("PITRADER_ENV_FILE")
     if env:
         return Path(env)
     for cand in (Path("/etc/pitrader/pitrader.env"), Path(".env")):
-        if cand.exists():
+        if cand.exists() and os.access(cand, os.R_OK):
             return cand
     return None
 

@@ -58,6 +58,9 @@ class Hooks:
 
     async def on_stopping(self) -> None: ...
 
+    def progress(self) -> None:
+        """The loop completed a step (or is waiting on purpose): feeds the watchdog."""
+
     def interval_factor(self) -> float:
         """Health can slow the loop down (hot, low memory)."""
         return 1.0
@@ -192,6 +195,7 @@ class Engine:
         t0 = time.perf_counter()
         await self._apply_reload()
         scan = await self.scan()
+        self.hooks.progress()
         now = self.clock.now_ms()
         open_syms = {p.symbol for p in await self.store.positions("open")}
         prices = await self._prices(open_syms | {o.symbol for o in scan.opportunities})
@@ -200,8 +204,10 @@ class Engine:
             log.warning("halt: %s", halt)
         report = CycleReport(now, scan, portfolio.equity, portfolio.cash, len(portfolio.positions))
         report.exits = await self.check_exits(prices)
+        self.hooks.progress()
         if not self.stopping:
             await self._enter(scan, prices, report)
+            self.hooks.progress()
         await self.executor.poll()
         portfolio = await self.executor.portfolio(prices)
         report.equity, report.cash, report.open_positions = portfolio.equity, portfolio.cash, len(portfolio.positions)
@@ -252,6 +258,7 @@ class Engine:
             return
         deadline = time.monotonic() + seconds
         while not self.stopping:
+            self.hooks.progress()  # waiting on purpose is progress; a hung step is not
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -265,6 +272,7 @@ class Engine:
             try:
                 await self.check_exits()
                 await self.executor.poll()
+                self.hooks.progress()
             except GatewayError as exc:
                 log.warning("exit monitor: %s (will retry)", exc)
 

@@ -126,6 +126,15 @@ def _divide_tail(row, first, n):
         r[i] = r[i] / n
 
 
+@_kernel
+def _div_n(a, n, inv):
+    """a / n correctly rounded, without a division instruction: q = a * RN(1/n) is within
+    one ulp, and one fma correction gives RN(a / n) (Markstein's theorem), so this equals
+    TA-Lib's a / n bit for bit. Inside recurrences the divider's throughput is the limit."""
+    q = a * inv
+    return _fma(_fma(-q, n, a), inv, q)
+
+
 # --------------------------------------------------------------------------- SMA
 # TA-Lib's running sum: tmp = total + x[t]; out = tmp / n; total = tmp - x[t - n + 1].
 # The chains store tmp; the division is a separate (vectorised) pass.
@@ -262,6 +271,10 @@ def _ema_2d(x, n, out):
     for r in range(rows):
         first[r] = _first_output(_start1(x[r]), n - 1, t)
         _nan_head(out[r], first[r])
+    if n == 1:  # TA-Lib copies the input for a period of 1
+        for r in range(rows):
+            out[r, first[r]:] = x[r, first[r]:]
+        return
     order, grouped = _lane_order(first, t)
     for g in range(0, grouped, 4):
         a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
@@ -431,7 +444,7 @@ def _macd_run(x, fast, slow, signal, om, osig, oh, e_slow, e_fast, sig, t_from, 
         e_slow = _fma(v - e_slow, k_slow, e_slow)
         e_fast = _fma(v - e_fast, k_fast, e_fast)
         m = e_fast - e_slow
-        sig = _fma(m - sig, k_sig, sig)
+        sig = m if signal == 1 else _fma(m - sig, k_sig, sig)  # TA-Lib copies for 1
         dm[i] = m
         ds[i] = sig
         dh[i] = m - sig
@@ -468,10 +481,11 @@ def _macd_lanes(x0, x1, x2, x3, fast, slow, signal, m0, m1, m2, m3, q0, q1, q2, 
         b2 = _fma(v2 - b2, k_fast, b2)
         b3 = _fma(v3 - b3, k_fast, b3)
         d0, d1, d2, d3 = b0 - a0, b1 - a1, b2 - a2, b3 - a3
-        c0 = _fma(d0 - c0, k_sig, c0)
-        c1 = _fma(d1 - c1, k_sig, c1)
-        c2 = _fma(d2 - c2, k_sig, c2)
-        c3 = _fma(d3 - c3, k_sig, c3)
+        copy = signal == 1
+        c0 = d0 if copy else _fma(d0 - c0, k_sig, c0)
+        c1 = d1 if copy else _fma(d1 - c1, k_sig, c1)
+        c2 = d2 if copy else _fma(d2 - c2, k_sig, c2)
+        c3 = d3 if copy else _fma(d3 - c3, k_sig, c3)
         dm0[i], ds0[i], dh0[i] = d0, c0, d0 - c0
         dm1[i], ds1[i], dh1[i] = d1, c1, d1 - c1
         dm2[i], ds2[i], dh2[i] = d2, c2, d2 - c2
@@ -703,16 +717,6 @@ def _atr_run(high, low, close, n, out, prev, t_from, t_to):
 
 
 @_kernel
-def _true_range_row(high, low, close, out, first):
-    h = high[first:]
-    lo = low[first:]
-    pc = close[first - 1:]
-    dst = out[first:]
-    for i in range(h.shape[0]):
-        dst[i] = _true_range(h[i], lo[i], pc[i])
-
-
-@_kernel
 def _atr_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3,
                f0, f1, f2, f3):
     w = (n - 1) / n
@@ -745,10 +749,6 @@ def _atr_2d(high, low, close, n, out):
     for r in range(rows):
         first[r] = _first_output(_start3(high[r], low[r], close[r]), n, t)
         _nan_head(out[r], first[r])
-    if n == 1:  # TA-Lib returns the plain true range
-        for r in range(rows):
-            _true_range_row(high[r], low[r], close[r], out[r], first[r])
-        return
     order, grouped = _lane_order(first, t)
     for g in range(0, grouped, 4):
         a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
@@ -764,9 +764,10 @@ def _atr_2d(high, low, close, n, out):
 
 
 # --------------------------------------------------------------------------- ADX
-# After the seed, three passes: (1) the smoothed -DM, +DM and true range (recurrences,
-# four rows in lockstep), (2) DX from them (vectorised; -1 marks "no update", where
-# TA-Lib skips: zero true range or zero DI sum), (3) the ADX recurrence.
+# After the seed: (1) a vectorised pass for each candle's -DM, +DM and true range,
+# (2) Wilder's running sums of the three, v = v - v / n + term (four rows in lockstep),
+# (3) DX from them, vectorised (-1 marks "no update": TA-Lib skips candles with a zero
+# true range or a zero DI sum), (4) the ADX recurrence.
 
 @_kernel
 def _adx_head(high, low, close, first, n, out):
@@ -774,17 +775,12 @@ def _adx_head(high, low, close, first, n, out):
     minus_dm = 0.0
     plus_dm = 0.0
     tr = 0.0
-    ph = high[s]
-    pl = low[s]
-    pc = close[s]
     sum_dx = 0.0
     for today in range(s + 1, first + 1):
         hi = high[today]
         lo = low[today]
-        up = hi - ph
-        down = pl - lo
-        ph = hi
-        pl = lo
+        up = hi - high[today - 1]
+        down = low[today - 1] - lo
         smoothing = today >= s + n
         if smoothing:
             minus_dm -= minus_dm / n
@@ -794,10 +790,9 @@ def _adx_head(high, low, close, first, n, out):
         elif up > 0.0 and up > down:
             plus_dm += up
         if smoothing:
-            tr = tr - tr / n + _true_range(hi, lo, pc)
+            tr = tr - tr / n + _true_range(hi, lo, close[today - 1])
         else:
-            tr += _true_range(hi, lo, pc)
-        pc = close[today]
+            tr += _true_range(hi, lo, close[today - 1])
         if smoothing and tr > 0.0:
             mdi = minus_dm / tr * 100.0
             pdi = plus_dm / tr * 100.0
@@ -806,33 +801,62 @@ def _adx_head(high, low, close, first, n, out):
                 sum_dx += abs(mdi - pdi) / di_sum * 100.0
     adx_v = sum_dx / n
     out[first] = adx_v
-    return (ph, pl, pc, minus_dm, plus_dm, tr), adx_v
+    return minus_dm, plus_dm, tr, adx_v
 
 
 @_kernel
-def _dm_step(hi, lo, ph, pl, minus_dm, plus_dm, n):
-    up = hi - ph
-    down = pl - lo
-    minus = (down > 0.0) & (up < down)
-    plus = (up > 0.0) & (up > down)
-    minus_dm = (minus_dm - minus_dm / n) + (down if minus else 0.0)
-    plus_dm = (plus_dm - plus_dm / n) + (up if plus else 0.0)
-    return minus_dm, plus_dm
-
-
-@_kernel
-def _adx_dm_run(high, low, close, n, sm, sp, st, state, t_from, t_to):
-    ph, pl, pc, minus_dm, plus_dm, tr = state
-    h = high[t_from:t_to]
-    lo = low[t_from:t_to]
-    c = close[t_from:t_to]
-    dm, dp, dt = sm[t_from:t_to], sp[t_from:t_to], st[t_from:t_to]
+def _adx_terms(high, low, close, sm, sp, st, first):
+    h = high[first:]
+    hp = high[first - 1:]
+    lo = low[first:]
+    lp = low[first - 1:]
+    pc = close[first - 1:]
+    m, p, r = sm[first:], sp[first:], st[first:]
     for i in range(h.shape[0]):
-        minus_dm, plus_dm = _dm_step(h[i], lo[i], ph, pl, minus_dm, plus_dm, n)
-        tr = tr - tr / n + _true_range(h[i], lo[i], pc)
-        ph, pl, pc = h[i], lo[i], c[i]
-        dm[i], dp[i], dt[i] = minus_dm, plus_dm, tr
-    return ph, pl, pc, minus_dm, plus_dm, tr
+        up = h[i] - hp[i]
+        down = lp[i] - lo[i]
+        m[i] = down if (down > 0.0) & (up < down) else 0.0
+        p[i] = up if (up > 0.0) & (up > down) else 0.0
+        r[i] = _true_range(h[i], lo[i], pc[i])
+
+
+@_kernel
+def _wilder_run(terms, v, n, t_from, t_to):
+    """In place: terms[t] <- v = v - v / n + terms[t] (TA-Lib's DM and TR smoothing)."""
+    nf = float(n)
+    inv = 1.0 / nf
+    a = terms[t_from:t_to]
+    for i in range(a.shape[0]):
+        v = v - _div_n(v, nf, inv) + a[i]
+        a[i] = v
+    return v
+
+
+@_kernel
+def _wilder3_lanes(m0, m1, m2, m3, p0, p1, p2, p3, r0, r1, r2, r3, state, n, t0):
+    """The three smoothings of four rows in one loop: twelve independent recurrences."""
+    md0, md1, md2, md3, pd0, pd1, pd2, pd3, tr0, tr1, tr2, tr3 = state
+    nf = float(n)
+    inv = 1.0 / nf
+    x0, x1, x2, x3 = m0[t0:], m1[t0:], m2[t0:], m3[t0:]
+    y0, y1, y2, y3 = p0[t0:], p1[t0:], p2[t0:], p3[t0:]
+    z0, z1, z2, z3 = r0[t0:], r1[t0:], r2[t0:], r3[t0:]
+    for i in range(x0.shape[0]):
+        md0 = md0 - _div_n(md0, nf, inv) + x0[i]
+        md1 = md1 - _div_n(md1, nf, inv) + x1[i]
+        md2 = md2 - _div_n(md2, nf, inv) + x2[i]
+        md3 = md3 - _div_n(md3, nf, inv) + x3[i]
+        pd0 = pd0 - _div_n(pd0, nf, inv) + y0[i]
+        pd1 = pd1 - _div_n(pd1, nf, inv) + y1[i]
+        pd2 = pd2 - _div_n(pd2, nf, inv) + y2[i]
+        pd3 = pd3 - _div_n(pd3, nf, inv) + y3[i]
+        tr0 = tr0 - _div_n(tr0, nf, inv) + z0[i]
+        tr1 = tr1 - _div_n(tr1, nf, inv) + z1[i]
+        tr2 = tr2 - _div_n(tr2, nf, inv) + z2[i]
+        tr3 = tr3 - _div_n(tr3, nf, inv) + z3[i]
+        x0[i], x1[i], x2[i], x3[i] = md0, md1, md2, md3
+        y0[i], y1[i], y2[i], y3[i] = pd0, pd1, pd2, pd3
+        z0[i], z1[i], z2[i], z3[i] = tr0, tr1, tr2, tr3
 
 
 @_kernel
@@ -854,78 +878,79 @@ def _adx_dx(sm, sp, st, first):
 @_kernel
 def _adx_run(dx, n, out, adx_v, t_from, t_to):
     w = float(n - 1)
+    nf = float(n)
+    inv = 1.0 / nf
     d = dx[t_from:t_to]
     dst = out[t_from:t_to]
     for i in range(d.shape[0]):
-        nxt = (adx_v * w + d[i]) / n
+        nxt = _div_n(adx_v * w + d[i], nf, inv)
         adx_v = adx_v if d[i] < 0.0 else nxt
         dst[i] = adx_v
     return adx_v
 
 
 @_kernel
+def _adx_single(high, low, close, n, out, sm, sp, st, first):
+    minus_dm, plus_dm, tr, adx_v = _adx_head(high, low, close, first, n, out)
+    t = high.shape[0]
+    _adx_terms(high, low, close, sm, sp, st, first + 1)
+    _wilder_run(sm, minus_dm, n, first + 1, t)
+    _wilder_run(sp, plus_dm, n, first + 1, t)
+    _wilder_run(st, tr, n, first + 1, t)
+    _adx_dx(sm, sp, st, first + 1)
+    _adx_run(sm, n, out, adx_v, first + 1, t)
+
+
+@_kernel
 def _adx_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3,
                scratch, f0, f1, f2, f3):
-    w = float(n - 1)
-    t0 = max(max(f0, f1), max(f2, f3)) + 1
     m0, m1, m2, m3 = scratch[0], scratch[1], scratch[2], scratch[3]
     p0, p1, p2, p3 = scratch[4], scratch[5], scratch[6], scratch[7]
     r0, r1, r2, r3 = scratch[8], scratch[9], scratch[10], scratch[11]
-    z0, a0 = _adx_head(h0, l0, c0, f0, n, o0)
-    z1, a1 = _adx_head(h1, l1, c1, f1, n, o1)
-    z2, a2 = _adx_head(h2, l2, c2, f2, n, o2)
-    z3, a3 = _adx_head(h3, l3, c3, f3, n, o3)
-    ph0, pl0, pc0, md0, pd0, tr0 = _adx_dm_run(h0, l0, c0, n, m0, p0, r0, z0, f0 + 1, t0)
-    ph1, pl1, pc1, md1, pd1, tr1 = _adx_dm_run(h1, l1, c1, n, m1, p1, r1, z1, f1 + 1, t0)
-    ph2, pl2, pc2, md2, pd2, tr2 = _adx_dm_run(h2, l2, c2, n, m2, p2, r2, z2, f2 + 1, t0)
-    ph3, pl3, pc3, md3, pd3, tr3 = _adx_dm_run(h3, l3, c3, n, m3, p3, r3, z3, f3 + 1, t0)
-    hv0, hv1, hv2, hv3 = h0[t0:], h1[t0:], h2[t0:], h3[t0:]
-    lv0, lv1, lv2, lv3 = l0[t0:], l1[t0:], l2[t0:], l3[t0:]
-    cv0, cv1, cv2, cv3 = c0[t0:], c1[t0:], c2[t0:], c3[t0:]
-    mv0, mv1, mv2, mv3 = m0[t0:], m1[t0:], m2[t0:], m3[t0:]
-    pv0, pv1, pv2, pv3 = p0[t0:], p1[t0:], p2[t0:], p3[t0:]
-    rv0, rv1, rv2, rv3 = r0[t0:], r1[t0:], r2[t0:], r3[t0:]
-    for i in range(hv0.shape[0]):
-        hi0, hi1, hi2, hi3 = hv0[i], hv1[i], hv2[i], hv3[i]
-        lo0, lo1, lo2, lo3 = lv0[i], lv1[i], lv2[i], lv3[i]
-        md0, pd0 = _dm_step(hi0, lo0, ph0, pl0, md0, pd0, n)
-        md1, pd1 = _dm_step(hi1, lo1, ph1, pl1, md1, pd1, n)
-        md2, pd2 = _dm_step(hi2, lo2, ph2, pl2, md2, pd2, n)
-        md3, pd3 = _dm_step(hi3, lo3, ph3, pl3, md3, pd3, n)
-        tr0 = tr0 - tr0 / n + _true_range(hi0, lo0, pc0)
-        tr1 = tr1 - tr1 / n + _true_range(hi1, lo1, pc1)
-        tr2 = tr2 - tr2 / n + _true_range(hi2, lo2, pc2)
-        tr3 = tr3 - tr3 / n + _true_range(hi3, lo3, pc3)
-        ph0, ph1, ph2, ph3 = hi0, hi1, hi2, hi3
-        pl0, pl1, pl2, pl3 = lo0, lo1, lo2, lo3
-        pc0, pc1, pc2, pc3 = cv0[i], cv1[i], cv2[i], cv3[i]
-        mv0[i], pv0[i], rv0[i] = md0, pd0, tr0
-        mv1[i], pv1[i], rv1[i] = md1, pd1, tr1
-        mv2[i], pv2[i], rv2[i] = md2, pd2, tr2
-        mv3[i], pv3[i], rv3[i] = md3, pd3, tr3
-    _adx_dx(m0, p0, r0, f0 + 1)
-    _adx_dx(m1, p1, r1, f1 + 1)
-    _adx_dx(m2, p2, r2, f2 + 1)
-    _adx_dx(m3, p3, r3, f3 + 1)
-    a0 = _adx_run(m0, n, o0, a0, f0 + 1, t0)
-    a1 = _adx_run(m1, n, o1, a1, f1 + 1, t0)
-    a2 = _adx_run(m2, n, o2, a2, f2 + 1, t0)
-    a3 = _adx_run(m3, n, o3, a3, f3 + 1, t0)
-    dv0, dv1, dv2, dv3 = o0[t0:], o1[t0:], o2[t0:], o3[t0:]
-    for i in range(mv0.shape[0]):
-        x0, x1, x2, x3 = mv0[i], mv1[i], mv2[i], mv3[i]
-        n0 = (a0 * w + x0) / n
-        n1 = (a1 * w + x1) / n
-        n2 = (a2 * w + x2) / n
-        n3 = (a3 * w + x3) / n
-        a0 = a0 if x0 < 0.0 else n0
-        a1 = a1 if x1 < 0.0 else n1
-        a2 = a2 if x2 < 0.0 else n2
-        a3 = a3 if x3 < 0.0 else n3
-        dv0[i] = a0
-        dv1[i] = a1
-        dv2[i] = a2
-        dv3[i] = a3
+    md0, pd0, tr0, a0 = _adx_head(h0, l0, c0, f0, n, o0)
+    md1, pd1, tr1, a1 = _adx_head(h1, l1, c1, f1, n, o1)
+    md2, pd2, tr2, a2 = _adx_head(h2, l2, c2, f2, n, o2)
+    md3, pd3, tr3, a3 = _adx_head(h3, l3, c3, f3, n, o3)
+    g0, g1, g2, g3 = f0 + 1, f1 + 1, f2 + 1, f3 + 1
+    _adx_terms(h0, l0, c0, m0, p0, r0, g0)
+    _adx_terms(h1, l1, c1, m1, p1, r1, g1)
+    _adx_terms(h2, l2, c2, m2, p2, r2, g2)
+    _adx_terms(h3, l3, c3, m3, p3, r3, g3)
+    t0 = max(max(g0, g1), max(g2, g3))
+    state = (_wilder_run(m0, md0, n, g0, t0), _wilder_run(m1, md1, n, g1, t0),
+             _wilder_run(m2, md2, n, g2, t0), _wilder_run(m3, md3, n, g3, t0),
+             _wilder_run(p0, pd0, n, g0, t0), _wilder_run(p1, pd1, n, g1, t0),
+             _wilder_run(p2, pd2, n, g2, t0), _wilder_run(p3, pd3, n, g3, t0),
+             _wilder_run(r0, tr0, n, g0, t0), _wilder_run(r1, tr1, n, g1, t0),
+             _wilder_run(r2, tr2, n, g2, t0), _wilder_run(r3, tr3, n, g3, t0))
+    _wilder3_lanes(m0, m1, m2, m3, p0, p1, p2, p3, r0, r1, r2, r3, state, n, t0)
+    _adx_dx(m0, p0, r0, g0)
+    _adx_dx(m1, p1, r1, g1)
+    _adx_dx(m2, p2, r2, g2)
+    _adx_dx(m3, p3, r3, g3)
+    a0 = _adx_run(m0, n, o0, a0, g0, t0)
+    a1 = _adx_run(m1, n, o1, a1, g1, t0)
+    a2 = _adx_run(m2, n, o2, a2, g2, t0)
+    a3 = _adx_run(m3, n, o3, a3, g3, t0)
+    w = float(n - 1)
+    nf = float(n)
+    inv = 1.0 / nf
+    x0, x1, x2, x3 = m0[t0:], m1[t0:], m2[t0:], m3[t0:]
+    d0, d1, d2, d3 = o0[t0:], o1[t0:], o2[t0:], o3[t0:]
+    for i in range(x0.shape[0]):
+        e0, e1, e2, e3 = x0[i], x1[i], x2[i], x3[i]
+        n0 = _div_n(a0 * w + e0, nf, inv)
+        n1 = _div_n(a1 * w + e1, nf, inv)
+        n2 = _div_n(a2 * w + e2, nf, inv)
+        n3 = _div_n(a3 * w + e3, nf, inv)
+        a0 = a0 if e0 < 0.0 else n0
+        a1 = a1 if e1 < 0.0 else n1
+        a2 = a2 if e2 < 0.0 else n2
+        a3 = a3 if e3 < 0.0 else n3
+        d0[i] = a0
+        d1[i] = a1
+        d2[i] = a2
+        d3[i] = a3
 
 
 @_kernel
@@ -944,13 +969,8 @@ def _adx_2d(high, low, close, n, out):
                    scratch, first[a], first[b], first[c], first[d])
     for g in range(grouped, rows):
         r = order[g]
-        f = first[r]
-        if f < t:
-            state, adx_v = _adx_head(high[r], low[r], close[r], f, n, out[r])
-            _adx_dm_run(high[r], low[r], close[r], n, scratch[0], scratch[1], scratch[2],
-                        state, f + 1, t)
-            _adx_dx(scratch[0], scratch[1], scratch[2], f + 1)
-            _adx_run(scratch[0], n, out[r], adx_v, f + 1, t)
+        if first[r] < t:
+            _adx_single(high[r], low[r], close[r], n, out[r], scratch[0], scratch[1], scratch[2], first[r])
 
 
 # --------------------------------------------------------------------------- STOCH
@@ -1293,15 +1313,15 @@ def rsi(x, n=14, *, out=None):
     """Wilder's relative strength index, 0..100 (TA-Lib RSI); a flat window gives 0."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _rsi_2d(a, _period(n, "n", 1), o)
+    _rsi_2d(a, _period(n, "n", 2), o)
     return result
 
 
 def macd(x, fast=12, slow=26, signal=9, *, out=None):
     """(macd, signal, hist) as TA-Lib MACD (the fast EMA starts with the slow one)."""
     (a,), shape = _rows(x)
-    fast = _period(fast, "fast", 1)
-    slow = _period(slow, "slow", 1)
+    fast = _period(fast, "fast", 2)
+    slow = _period(slow, "slow", 2)
     if slow < fast:
         fast, slow = slow, fast
     signal = _period(signal, "signal", 1)
@@ -1323,7 +1343,7 @@ def bbands(x, n=20, nbdev_up=2.0, nbdev_dn=2.0, *, out=None):
 
 
 def atr(high, low, close, n=14, *, out=None):
-    """Wilder's average true range (TA-Lib ATR; n=1 is the plain true range)."""
+    """Wilder's average true range (TA-Lib ATR)."""
     (h, lo, c), shape = _rows(high, low, close)
     (o,), result = _outputs(out, 1, shape)
     _atr_2d(h, lo, c, _period(n, "n", 1), o)

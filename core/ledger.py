@@ -26,7 +26,8 @@ Why it looks like this:
 * Holding periods use calendar arithmetic on UTC dates: long-term only if sold strictly after
   ``acquired + period`` (a sale on the anniversary is short-term). A period that lands on a day
   the month does not have is clamped to the month's last day: Feb 29 + 1y = Feb 28 (as BGB
-  §188(3) counts, and most tax tools).
+  §188(3) counts, and most tax tools). Jurisdiction ``de`` uses the same test: "long" is tax-free,
+  "short" taxable. ``none`` has no holding-period rule: every disposal is reported "short".
 """
 from __future__ import annotations
 
@@ -427,7 +428,8 @@ class _Ledger:
         book = self.books.get(asset)
         held = book.total if book else ZERO
         if held < qty:
-            what = f"sells {_plain(qty)} {asset}" if kind == "trade" else f"pays a fee of {_plain(qty)} {asset}"
+            verb = "pays a fee of" if kind == "fee" else "pays" if entry.fill.side == BUY else "sells"
+            what = f"{verb} {_plain(qty)} {asset}"
             raise OversellError(entry, f"{what} but only {_plain(held)} {asset} is held at that time; import the "
                                        f"fills that acquired it, or reverse this one (pitrader tax reverse)")
         f = entry.fill

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import secrets as _secrets
+import time
 from dataclasses import replace
 from decimal import Decimal
 
@@ -33,7 +34,7 @@ ZERO = Decimal(0)
 TAG_KEY = "order_tag"
 FLAGGED_KEY = "foreign_trades_seen"  # trades not ours, already reported once
 UNKNOWN_WINDOW_MS = 30_000  # > recvWindow (10 s) + clock skew: an unseen order can no longer appear
-BALANCE_TTL_MS = 5_000
+BALANCE_TTL_S = 5.0  # wall time: request economy, not trading logic
 EXIT_RETRY_MS = 60_000  # after an exit order that sold nothing
 EXIT_CONTINUE_MS = 2_000  # after an exit order that sold part of the position
 
@@ -52,6 +53,7 @@ class LiveExecutor(BaseExecutor):
         self._orders: dict[str, Order] = {}  # not final yet, or final with fills still to fetch
         self.balance: dict[str, Decimal] = {}
         self._balance_ms: int | None = None
+        self._balance_at = -1e9  # time.monotonic() of the last fetch
         self._balance_stale = True
         self._exit_after: dict[int, int] = {}  # position id -> no new exit attempt before this time
         self.unknown_window_ms = UNKNOWN_WINDOW_MS
@@ -152,6 +154,17 @@ class LiveExecutor(BaseExecutor):
                             "what it reserves is not available to pitrader", r.client_id or r.exchange_id, r.symbol,
                             r.side, r.amount)
 
+    async def _bot_holdings(self) -> dict[str, Decimal]:
+        """Base amounts the bot's own fills left on the account (open positions plus unsellable dust)."""
+        out: dict[str, Decimal] = {}
+        async with self.store.db.execute(
+                "SELECT symbol, side, quantity, fee, fee_asset FROM fills WHERE source='bot'") as cur:
+            for symbol, side, qty, fee, fee_asset in await cur.fetchall():
+                base = symbol.split("/")[0]
+                q = Decimal(qty) if side == BUY else -Decimal(qty)
+                out[base] = out.get(base, ZERO) + q - (Decimal(fee) if fee_asset == base else ZERO)
+        return out
+
     async def _check_balances(self) -> None:
         if not await self._refresh_balance(force=True):
             log.warning("live: balances unavailable: positions not checked against the account this time")
@@ -164,9 +177,14 @@ class LiveExecutor(BaseExecutor):
             if o.side == SELL and not o.status.is_final:
                 base = o.symbol.split("/")[0]
                 locked[base] = locked.get(base, ZERO) + o.amount - o.filled
-        for base, expect in held.items():
+        bot = await self._bot_holdings()
+        for base in sorted(set(held) | {a for a, v in self.balance.items() if v > 0 and a != self.quote}):
+            m = self.markets.get(f"{base}/{self.quote}")
+            if m is None and base not in held:
+                continue
+            step = (m.amount_step if m else None) or ZERO
             have = self.balance.get(base, ZERO) + locked.get(base, ZERO)
-            step = self.market(f"{base}/{self.quote}").amount_step or ZERO
+            expect = held.get(base, ZERO)
             if have + step < expect:
                 log.warning("live: positions on %s hold %s but the account has %s %s: sold or moved outside "
                             "pitrader?", base, expect, have, base)
@@ -176,18 +194,11 @@ class LiveExecutor(BaseExecutor):
                         await self.close_unfilled(p, "balance_missing", px, f"the account holds no {base}")
                 else:
                     log.warning("live: %s positions will sell what the account holds when they exit", base)
-            elif have > expect + step:
-                log.warning("live: the account holds %s %s, %s more than pitrader's positions: the extra is left "
-                            "alone (not traded, not in equity)", have, base, have - expect)
-        for asset, amount in sorted(self.balance.items()):
-            if asset == self.quote or asset in held or amount <= 0:
-                continue
-            m = self.markets.get(f"{asset}/{self.quote}")
-            if m is None:
-                continue
-            if amount >= max(m.amount_step or ZERO, m.min_amount or ZERO):
-                log.warning("live: the account holds %s %s that no pitrader position accounts for: left alone "
-                            "(not traded, not in equity)", amount, asset)
+            elif have > max(expect, bot.get(base, ZERO)) + step:
+                extra = have - max(expect, bot.get(base, ZERO))
+                what = "more than pitrader's positions" if expect > 0 else "that no pitrader position accounts for"
+                log.warning("live: the account holds %s %s, %s %s: the extra %s is left alone (not traded, not in "
+                            "equity)", have, base, what, f"({expect})" if expect > 0 else "", extra)
 
     # --- store helpers ---------------------------------------------------------------------------
     async def _recorded(self, o: Order) -> Decimal:
@@ -228,7 +239,7 @@ class LiveExecutor(BaseExecutor):
     async def _refresh_balance(self, force: bool = False) -> bool:
         now = self.clock.now_ms()
         if (not force and not self._balance_stale and self._balance_ms is not None
-                and now - self._balance_ms < BALANCE_TTL_MS):
+                and time.monotonic() - self._balance_at < BALANCE_TTL_S):
             return True
         try:
             bal = await self.gateway.fetch_balance()
@@ -239,6 +250,7 @@ class LiveExecutor(BaseExecutor):
             log.warning("live: malformed balance reply ignored; using the last known")
             return False
         self.balance, self._balance_ms, self._balance_stale = dict(bal), now, False
+        self._balance_at = time.monotonic()
         return True
 
     async def portfolio(self, prices: dict[str, float]) -> Portfolio:

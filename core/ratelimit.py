@@ -83,7 +83,8 @@ class WeightBudget:
         self._sent: deque[tuple[float, int]] = deque()
         self._local = 0
         self._total_sent = 0
-        self._server: tuple[int, int, int] | None = None  # (minute, used, total_sent at that moment)
+        self._server: tuple[int, int, int] | None = None  # (minute, used, total_sent it covers)
+        self.inflight = 0  # weight of requests sent and not answered yet
         self.paused_until = 0.0
         self.banned = False
         self.max_used = 0  # highest estimate right after a reservation
@@ -129,7 +130,9 @@ class WeightBudget:
         cur = self._server
         # Replies can arrive out of order; within one minute the server's counter only grows.
         if cur is None or cur[0] != minute or used >= cur[1]:
-            self._server = (minute, used, self._total_sent)
+            # Requests still in flight may not have reached the server's counter yet: count them
+            # on top (this reply's own weight twice, at worst: an over-estimate, never an under-).
+            self._server = (minute, used, self._total_sent - self.inflight)
 
     def pause(self, seconds: float, banned: bool = False) -> None:
         """Stop sending for ``seconds`` (429 Retry-After, or a 418 ban: ``banned``)."""
@@ -163,9 +166,14 @@ class WeightBudget:
             wait = max(wait, 60.0 - (self._wall() % 60.0))
         return max(wait, 0.01)
 
+    def release(self, weight: int) -> None:
+        """The request reserved with ``acquire(weight)`` got its answer (or failed)."""
+        self.inflight = max(0, self.inflight - max(0, int(weight)))
+
     async def acquire(self, weight: int) -> None:
         """Reserve ``weight``; waits while the budget is spent. Raises ``RateLimited`` during a
-        ban, or a 429 pause longer than ``max_pause_wait_s`` (the caller skips, not hangs)."""
+        ban, or a 429 pause longer than ``max_pause_wait_s`` (the caller skips, not hangs).
+        Call ``release(weight)`` once the request is answered."""
         weight = max(0, int(weight))
         while True:
             left = self.pause_remaining()
@@ -181,6 +189,7 @@ class WeightBudget:
                 self._sent.append((now, weight))
                 self._local += weight
                 self._total_sent += weight
+                self.inflight += weight
                 self.requests += 1
                 self.max_used = max(self.max_used, used + weight)
                 return
@@ -328,6 +337,8 @@ class RequestGuard:
                         result = await asyncio.wait_for(call(), self.timeout_s)
                     except asyncio.TimeoutError:
                         raise TemporaryError(f"{what}: no reply within {self.timeout_s:g} s") from None
+                    finally:
+                        self.budget.release(weight)
             except RateLimited as exc:
                 breaker.release()  # says nothing about the endpoint's health
                 self.budget.pause(exc.retry_after_s, exc.banned)

@@ -228,7 +228,7 @@ class Scanner:
         def text(i: int) -> str:
             cond = (f"close{'>' if above[i] else '<'}EMA{CONFIRM_EMA}, "
                     f"MACD hist{'>' if positive[i] else '<'}0")
-            return f"{tf} agrees ({cond})" if factor[i] == 1.0 else f"{tf} half agrees ({cond}, x{HALF_AGREEMENT:g})"
+            return f"{tf} agrees: {cond}" if factor[i] == 1.0 else f"{tf} half agrees: {cond}, x{HALF_AGREEMENT:g}"
 
         return factor, text
 

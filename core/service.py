@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Callable
 
 from core.config import Config, Secrets
 from core.engine import CycleReport, Hooks
@@ -34,10 +35,10 @@ def status_line(report: CycleReport, next_s: float, start_equity) -> str:
 class ServiceHooks(Hooks):
     """READY after the first scan, STATUS per cycle, WATCHDOG only on progress, health gating."""
 
-    def __init__(self, cfg: Config, state_dir: Path, store: Store, secrets: Secrets) -> None:
+    def __init__(self, cfg: Config, state_dir: Path, store: Store, secrets: Callable[[], Secrets]) -> None:
         self.cfg = cfg
         self.store = store
-        self.secrets = secrets
+        self.secrets = secrets  # the current secrets (re-read on reload)
         self.state_dir = state_dir
         self.notifier = Notifier()
         self.heartbeat = Heartbeat(self.notifier)
@@ -49,6 +50,9 @@ class ServiceHooks(Hooks):
         self._task = self.heartbeat.start()
         self.notifier.ready()
         log.info("ready: first scan done (%d pairs)", report.scan.pairs_scanned)
+
+    def progress(self) -> None:
+        self.heartbeat.progress()
 
     async def on_cycle(self, report: CycleReport) -> None:
         self.heartbeat.progress()
@@ -68,7 +72,7 @@ class ServiceHooks(Hooks):
         if ok:
             self.cfg = cfg
             self.health.update_config(cfg.health)
-            setup_service_logging(cfg, self.secrets)
+            setup_service_logging(cfg, self.secrets())
         self.notifier.ready("configuration reloaded" if ok else "reload rejected: old configuration kept")
 
     async def on_stopping(self) -> None:

@@ -25,8 +25,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from core.ledger import (MONEY, Disposal, Entry, PriceIndex, Result, Settings, Valuation, bulk, compute, iso,
-                         to_ms, utc)
+from core.ledger import (MONEY, Disposal, Entry, PriceIndex, Result, Settings, Valuation, bulk, compute,
+                         effective, iso, to_ms, utc)
 from core.store import FILL_COLUMNS, fill_from_row
 
 FORMATS = ("table", "csv", "8949", "koinly", "json")
@@ -115,9 +115,13 @@ def year_bounds(year: int) -> tuple[int, int]:
     return (to_ms(datetime(year, 1, 1, tzinfo=timezone.utc)), to_ms(datetime(year + 1, 1, 1, tzinfo=timezone.utc)))
 
 
-def build(entries: Iterable[Entry], year: int, settings: Settings, currency: str) -> Report:
-    """Run the ledger over all fills and keep what belongs to ``year``; ``LedgerError`` if it cannot."""
-    result = compute(entries, settings)
+def build(entries: Iterable[Entry], year: int, settings: Settings, currency: str, match: bool = True) -> Report:
+    """Run the ledger over all fills and keep what belongs to ``year``; ``LedgerError`` if it cannot.
+
+    ``match=False`` skips lot matching (the Koinly export only lists fills, and Koinly matches lots
+    itself, so it works even while the history is incomplete).
+    """
+    result = compute(entries, settings) if match else Result(settings, effective(entries))
     start, end = year_bounds(year)
     rep = Report(year, settings, currency, result)
     rep.disposals = [d for d in result.disposals if start <= d.sold_ms < end]

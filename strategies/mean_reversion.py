@@ -66,14 +66,12 @@ class MeanReversion(Strategy):
         target = np.fmax(middle, close + p.min_target_atr * atr)
 
         def explain(i: int) -> str:
-            where = "below" if close[i] <= lower[i] else "near"
-            parts = [f"close {where} BB lower (%b {pctb[i]:.2f})", f"RSI {rsi[i]:.0f}"]
+            parts = [f"{'below' if close[i] <= lower[i] else 'near'} BB lower (%b {pctb[i]:.2f})", f"RSI {rsi[i]:.0f}"]
             if vz[i] > 0:
                 parts.append(f"volume z {vz[i]:.1f}")
             if bounce[i]:
                 parts.append("green candle")
-            parts.append(f"ADX {adx[i]:.0f}" + (", above" if close[i] >= trend[i] else ", below")
-                         + f" EMA{p.trend_period}")
+            parts.append(f"ADX {adx[i]:.0f} {'above' if close[i] >= trend[i] else 'below'} EMA{p.trend_period}")
             return ", ".join(parts)
 
         return Signals(score, close - p.stop_atr * atr, target, explain)

@@ -94,3 +94,18 @@ def build(section, file: str = "<config>") -> list[Strategy]:
 def weights(section) -> Mapping[str, float]:
     """Ranking weight per enabled strategy (1.0 unless configured)."""
     return {name: float(section.weights.get(name, 1.0)) for name in section.enabled}
+
+
+def params_reference() -> list[tuple[str, str, str]]:
+    """(``strategies.params.<name>.<param>``, default, description) for every installed strategy:
+    the README's strategy parameter reference."""
+    import json
+    from dataclasses import MISSING, fields
+
+    rows = []
+    for name in available():
+        cls = strategy_class(name)
+        for f in fields(cls.Params):
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((f"strategies.params.{name}.{f.name}", json.dumps(default), f.metadata.get("help", "")))
+    return rows

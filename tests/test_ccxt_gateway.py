@@ -427,16 +427,33 @@ def test_latency_slows_the_cycle_but_changes_nothing(emu):
 
 
 def test_random_faults_everywhere_are_absorbed_by_retries(emu):
-    f = emu.faults
-    f.error_5xx_rate, f.reset_rate, f.malformed_rate, f.timeout_rate, f.hang_s = 0.12, 0.08, 0.08, 0.02, 3
-    skipped, store, took, log, gw = cycle(emu)
+    """30 % of all requests fail in assorted ways over a backfill and an incremental cycle:
+    retries with backoff absorb nearly all of it; the rare pair that fails 3 times is skipped."""
+
+    async def go(gw):
+        await gw.load_markets()
+        f = emu.faults
+        f.error_5xx_rate, f.reset_rate, f.malformed_rate, f.timeout_rate, f.hang_s = 0.14, 0.05, 0.09, 0.02, 3
+        store = CandleStore(["1h", "4h"], 60)
+        md = MarketData(gw, store, config_from_dict({}), EmuClock(emu))
+        mark = len(emu.requests)
+        first = await md.refresh(PAIRS)
+        emu.advance(H)
+        second = await md.refresh(PAIRS)
+        return first, second, store, since(emu, mark), gw
+
+    first, second, store, log, gw = run(emu, go, Secrets())
     faulted = [r for r in log if r.fault and r.fault != "reset"]  # aiohttp may absorb a reset itself
-    assert len(faulted) >= 3 and gw.guard.retried >= len(faulted) - 2 * len(skipped)
+    assert len(faulted) >= 3 and gw.guard.retried >= len(faulted) - 2 * (len(first) + len(second))
+    assert len(first) <= 4 and len(second) <= 4, (first, second)  # ~3 % of pairs are lost per cycle
     for r in faulted:  # every failed request of a pair that made it was tried again later
-        if r.symbol and r.symbol[:-4] + "/USDT" not in skipped:
+        sym = r.symbol[:-4] + "/USDT" if r.symbol else None
+        if sym and sym not in first and sym not in second:
             assert any(o.symbol == r.symbol and o.wall_ms > r.wall_ms and not o.fault for o in log)
-    assert len(skipped) <= 3, skipped  # a pair is lost only when all 3 tries fail (~2.5 % here)
-    assert_healthy_pairs_complete(emu, skipped, store)
+    for sym in PAIRS:
+        if sym not in second:
+            assert np.array_equal(stored(store, sym), closed_before(sym, emu.now_ms)[-60:])
+    assert emu.max_weight_1m <= BUDGET
 
 
 def test_418_is_a_hard_stop(emu):
@@ -522,3 +539,88 @@ def test_budget_counts_other_clients_and_waits_for_the_next_minute():
         assert budget.waits > 0 and took > 1.0  # it waited for the window instead of pushing on
         assert emu.max_weight_1m <= 3000  # the IP's total stayed within our budget
         assert all(r.status == 200 for r in emu.requests)
+
+
+# --- offline: construction and reply validation ---------------------------------------------------
+
+def test_build_exchange_redirects_every_endpoint_and_disables_ccxt_throttling():
+    from core.ccxt_gateway import build_exchange
+
+    cfg = config_from_dict({"exchange": {"api_url": "http://127.0.0.1:9/proxy", "timeout_s": 3}})
+    ex = build_exchange(cfg, KEYS)
+    try:
+        assert ex.enableRateLimit is False and ex.timeout == 3000
+        assert ex.options["fetchMarkets"]["types"] == ["spot"] and ex.options["fetchCurrencies"] is False
+        assert all(u.startswith("http://127.0.0.1:9/proxy/") for u in ex.urls["api"].values())
+        assert ex.urls["api"]["public"] == "http://127.0.0.1:9/proxy/api/v3"
+        assert ex.urls["api"]["sapi"] == "http://127.0.0.1:9/proxy/sapi/v1"
+    finally:
+        asyncio.run(ex.close())
+    ex = build_exchange(config_from_dict({"exchange": {"testnet": True}}), Secrets())
+    try:
+        assert "testnet.binance.vision" in ex.urls["api"]["public"]
+    finally:
+        asyncio.run(ex.close())
+
+
+def test_unknown_exchange_id_is_a_config_error():
+    from core.ccxt_gateway import build_exchange
+    from core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="exchange.id"):
+        build_exchange(config_from_dict({"exchange": {"id": "nosuchexchange"}}), Secrets())
+
+
+def test_2021_exchange_info_limits_convert_exactly():
+    """The older filter set (MIN_NOTIONAL), all 1363 symbols, through ccxt's own parser."""
+    from tests.support.binance_fixtures import exchange_info, real_market_ids, real_markets
+
+    markets, ids = real_markets(2021), real_market_ids(2021)
+    by_id = {s["symbol"]: s for s in exchange_info(2021)["symbols"]}
+    assert len(markets) == len(by_id)
+    for sym, m in markets.items():
+        raw = by_id[ids[sym]]  # ccxt renames a few assets (YOYO -> YOYOW)
+        f = {x["filterType"]: x for x in raw["filters"]}
+        assert (m.amount_step, m.price_tick, m.min_cost) == (
+            Decimal(f["LOT_SIZE"]["stepSize"]), Decimal(f["PRICE_FILTER"]["tickSize"]),
+            Decimal(f["MIN_NOTIONAL"]["minNotional"]))
+
+
+def test_odd_candle_replies_are_refused_and_open_candles_dropped():
+    from core.ccxt_gateway import to_ohlcv
+
+    good = [[0, 1.0, 2.0, 0.5, 1.5, 10.0], [H, 1.5, 1.6, 1.4, 1.5, 0.0], [2 * H, 1.5, 1.5, 1.5, 1.5, 3.0]]
+    assert to_ohlcv(good, H, 3 * H, "x").shape == (3, 6)
+    assert to_ohlcv(good, H, 3 * H - 1, "x").shape == (2, 6)  # the last one is still open
+    assert to_ohlcv([], H, 0, "x").shape == (0, 6)
+    bad = {
+        "none": [[0, 1.0, None, 0.5, 1.5, 1.0]],
+        "text": "[[0,1.0,2.0",
+        "order": [good[1], good[0]],
+        "dup": [good[0], good[0]],
+        "align": [[5, 1.0, 2.0, 0.5, 1.5, 1.0]],
+        "high": [[0, 1.0, 1.2, 0.5, 1.5, 1.0]],
+        "zero": [[0, 0.0, 2.0, 0.0, 1.5, 1.0]],
+        "short": [[0, 1.0, 2.0]],
+        "volume": [[0, 1.0, 2.0, 0.5, 1.5, -1.0]],
+    }
+    for name, rows in bad.items():
+        with pytest.raises(TemporaryError, match="malformed"):
+            to_ohlcv(rows, H, 10 * H, name)
+
+
+def test_odd_order_replies_are_refused():
+    from core.ccxt_gateway import to_order
+
+    mine = Order("cid-1", "BTC/USDT", "buy", "limit", Decimal("0.5"), Decimal("100"), "entry")
+    ok = {"id": "42", "clientOrderId": "cid-1", "symbol": "BTC/USDT", "status": "open", "filled": 0.2,
+          "average": 99.5, "info": {"status": "PARTIALLY_FILLED"}}
+    got = to_order(ok, mine, 1)
+    assert got.status == OrderStatus.PARTIALLY_FILLED and got.filled == Decimal("0.2") and got.exchange_id == "42"
+    assert mine.status == OrderStatus.NEW  # the caller's object is not modified
+    for change in ({"id": None}, {"clientOrderId": "someone-else"}, {"filled": 0.6}, {"status": "weird", "info": {}},
+                   {"symbol": "ETH/USDT"}, {"status": "closed", "filled": 0, "info": {}}):
+        with pytest.raises(TemporaryError, match="order"):
+            to_order({**ok, **change}, mine, 1)
+    with pytest.raises(TemporaryError):
+        to_order("<html>", mine, 1)

@@ -72,16 +72,24 @@ async def binance(emu: Emulator, *, key: str | None = None, secret: str | None =
         await ex.close()
 
 
+@contextlib.contextmanager
+def checked(**kwargs):
+    """running_emulator that also fails the test if any handler crashed (an emulator bug)."""
+    with running_emulator(**kwargs) as e:
+        yield e
+    assert e.internal_errors == []
+
+
 @pytest.fixture(scope="module")
 def market():
     """A read-only emulator at START (tests using it must not trade, move time or set faults)."""
-    with running_emulator(start_ms=START, seed=7) as emu:
+    with checked(start_ms=START, seed=7) as emu:
         yield emu
 
 
 @pytest.fixture
 def emu():
-    with running_emulator(start_ms=START, seed=1, balances={"USDT": "10000"}) as e:
+    with checked(start_ms=START, seed=1, balances={"USDT": "10000"}) as e:
         yield e
 
 
@@ -119,7 +127,7 @@ def test_load_markets_are_the_real_exchange_info_for_the_pairs_with_data(market)
 
 
 def test_the_2021_exchange_info_serves_its_115_pairs_with_min_notional():
-    with running_emulator(start_ms=START, exchange_info=INFO_2021) as e:
+    with checked(start_ms=START, exchange_info=INFO_2021) as e:
         async def body():
             async with binance(e) as ex:
                 return await ex.load_markets()
@@ -146,7 +154,7 @@ def test_fetch_time_is_the_wall_clock_plus_the_skew_switch(market):
 # -- klines -------------------------------------------------------------------------------
 def test_klines_are_the_recorded_candles_and_only_closed_ones():
     eth = candles("ETH_USDT")
-    with running_emulator(start_ms=START - 1) as e:
+    with checked(start_ms=START - 1) as e:
         async def body():
             async with binance(e) as ex:
                 before = await ex.fetch_ohlcv("ETH/USDT", "1h", limit=1)  # 1 ms before the close: not yet
@@ -167,7 +175,7 @@ def test_klines_are_the_recorded_candles_and_only_closed_ones():
 def test_klines_keep_the_real_gaps():
     btc = candles("BTC_USDT")
     gap_start = 1_608_552_000_000  # 2020-12-21T12:00Z, two hours before the 14-18h outage
-    with running_emulator(start_ms=START) as e:
+    with checked(start_ms=START) as e:
         async def body():
             async with binance(e) as ex:
                 return await ex.fetch_ohlcv("BTC/USDT", "1h", since=gap_start, limit=8)
@@ -198,7 +206,7 @@ def aggregate_4h(rows, now_ms):
 def test_klines_never_show_a_candle_that_has_not_closed(offset_h, minute, ms, back_h, limit, tf, use_since):
     now = START + offset_h * H + minute * 60_000 + ms
     rows = [r for r in candles("DOGE_USDT") if r[0] < START + 500 * H]
-    with running_emulator(start_ms=now) as e:
+    with checked(start_ms=now) as e:
         async def body():
             async with binance(e) as ex:
                 since = now - back_h * H if use_since else None
@@ -252,7 +260,7 @@ def test_order_book_is_plausible_on_the_grid_and_deterministic_per_seed(market):
                     await ex.fetch_order_book("ETH/USDT", 1000))
 
     deep, shallow, thousand = run(books(market))
-    with running_emulator(start_ms=START, seed=7) as same, running_emulator(start_ms=START, seed=8) as other:
+    with checked(start_ms=START, seed=7) as same, checked(start_ms=START, seed=8) as other:
         again, other_book = run(books(same))[0], run(books(other))[0]
     bids, asks = deep["bids"], deep["asks"]
     assert len(bids) == len(asks) == 100 and len(thousand["bids"]) == 1000
@@ -268,7 +276,7 @@ def test_order_book_is_plausible_on_the_grid_and_deterministic_per_seed(market):
 
 # -- signing ------------------------------------------------------------------------------
 def test_signed_calls_need_the_right_key_secret_and_clock():
-    with running_emulator(start_ms=START) as e:
+    with checked(start_ms=START) as e:
         async def body():
             out = {}
             async with binance(e, fetchCurrencies=False, fetchMargins=False) as ex:
@@ -316,7 +324,7 @@ def walk(levels, qty: Decimal):
 
 
 def test_market_orders_walk_the_book_and_charge_the_fee_in_the_received_asset():
-    with running_emulator(start_ms=START, seed=1, balances={"USDT": "1000000"}) as emu:
+    with checked(start_ms=START, seed=1, balances={"USDT": "1000000"}) as emu:
         _market_orders(emu)
 
 
@@ -372,7 +380,7 @@ def test_a_resting_limit_order_fills_when_a_later_candle_trades_through():
     price = float(Decimal(str(min(r[3] for r in window))) + Decimal("0.01"))  # the window's low trades through
     hit = first_through(eth, t0, price, "buy")
     assert hit[0] > t0  # the order has to wait a few candles
-    with running_emulator(start_ms=t0, seed=1, balances={"USDT": "10000"}) as emu:
+    with checked(start_ms=t0, seed=1, balances={"USDT": "10000"}) as emu:
         async def body():
             async with binance(emu) as ex:
                 await ex.load_markets()
@@ -408,7 +416,7 @@ def test_partial_fills_with_the_partial_fill_ratio():
     price = float((Decimal(str(last)) * Decimal("1.01")).quantize(Decimal("0.01")))
     first = first_through(eth, START, price, "sell")
     second = first_through(eth, first[0] + H, price, "sell")
-    with running_emulator(start_ms=START, balances={"ETH": "2", "USDT": "0"}, partial_fill_ratio=0.5) as e:
+    with checked(start_ms=START, balances={"ETH": "2", "USDT": "0"}, partial_fill_ratio=0.5) as e:
         async def body():
             async with binance(e) as ex:
                 await ex.load_markets()
@@ -513,7 +521,7 @@ def test_filter_violations_get_binances_codes_and_change_nothing(emu):
 
 
 def test_min_notional_filter_of_the_2021_file():
-    with running_emulator(start_ms=START, exchange_info=INFO_2021) as e:
+    with checked(start_ms=START, exchange_info=INFO_2021) as e:
         async def body():
             async with binance(e) as ex:
                 await ex.load_markets()
@@ -526,7 +534,7 @@ def test_min_notional_filter_of_the_2021_file():
 
 # -- weights and faults -------------------------------------------------------------------
 def test_weight_limit_gives_429_with_retry_after_then_a_418_ban():
-    with running_emulator(start_ms=START, weight_limit=100) as e:
+    with checked(start_ms=START, weight_limit=100) as e:
         e.meter.ban_grace_ms = 0
 
         async def body():
@@ -552,7 +560,7 @@ def test_weight_limit_gives_429_with_retry_after_then_a_418_ban():
 
 
 def test_every_fault_switch_through_ccxt():
-    with running_emulator(start_ms=START, seed=3) as e:
+    with checked(start_ms=START, seed=3) as e:
         async def body():
             out = {}
             async with binance(e, fetchCurrencies=False, fetchMargins=False) as ex:
@@ -620,7 +628,7 @@ def test_every_fault_switch_through_ccxt():
 
 
 def test_an_order_fault_may_strike_after_the_order_was_placed():
-    with running_emulator(start_ms=START, seed=5) as e:
+    with checked(start_ms=START, seed=5) as e:
         async def body():
             async with binance(e, timeout_ms=500, fetchCurrencies=False, fetchMargins=False) as ex:
                 await ex.load_markets()
@@ -643,7 +651,7 @@ def test_an_order_fault_may_strike_after_the_order_was_placed():
 
 def test_random_faults_are_reproducible_per_seed():
     def statuses(seed):
-        with running_emulator(start_ms=START, seed=seed) as e:
+        with checked(start_ms=START, seed=seed) as e:
             e.faults.error_5xx_rate = e.faults.rate_429 = 0.3
 
             async def body():
@@ -653,7 +661,10 @@ def test_random_faults_are_reproducible_per_seed():
                         async with s.get(e.url + "/api/v3/ping") as r:
                             out.append(r.status)
                 return out
-            return run(body())
+            first = run(body())
+            e.reseed(seed)
+            assert run(body()) == first
+            return first
 
     a, b, c = statuses(11), statuses(11), statuses(12)
     assert a == b and a != c and {200, 429} <= set(a)
@@ -662,7 +673,7 @@ def test_random_faults_are_reproducible_per_seed():
 # -- persistence, CLI, data directories ---------------------------------------------------
 def test_state_file_survives_a_restart(tmp_path):
     state = tmp_path / "emu.json"
-    with running_emulator(start_ms=START, state_file=state) as e:
+    with checked(start_ms=START, state_file=state) as e:
         async def body():
             async with binance(e) as ex:
                 await ex.load_markets()

@@ -74,6 +74,24 @@ def test_server_counter_counts_for_the_rest_of_its_minute():
     assert b.max_server_used == 48
 
 
+def test_requests_in_flight_count_on_top_of_the_server_header():
+    """A reply's counter may predate requests we already sent: they must not fall through."""
+    ft = FakeTime()
+    b = budget(ft, limit=1000)  # budget 500
+
+    async def go():
+        for _ in range(4):
+            await b.acquire(100)  # four in flight
+        b.observe(150)  # the server had counted one of ours and 50 of someone else's
+        assert b.used() >= 150 + 300  # the three others may still come on top
+        for _ in range(4):
+            b.release(100)
+        b.observe(450)
+        assert b.used() == 450
+
+    asyncio.run(go())
+
+
 def test_out_of_order_replies_do_not_lower_the_server_count():
     ft = FakeTime()
     b = budget(ft, limit=1000)

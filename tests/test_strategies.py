@@ -265,3 +265,10 @@ def test_broken_plugin_is_a_config_error_only_when_used(plugin_dir):
     with pytest.raises(ConfigError) as err:
         config_from_dict({"strategies": {"enabled": ["momentum", "zz_broken"]}}, "c.json")
     assert err.value.key == "strategies.enabled[1]" and "failed to load" in str(err.value)
+
+
+def test_every_strategy_param_is_documented():
+    rows = registry.params_reference()
+    assert {k.split(".")[2] for k, _, _ in rows} >= {"trend_following", "mean_reversion", "momentum"}
+    assert all(help_text for _, _, help_text in rows)
+    assert ("strategies.params.trend_following.ema_fast", "20", "fast EMA period") in rows

@@ -48,7 +48,7 @@ async def _run(args, ctx) -> int:
         return replace(new, mode=cfg.mode) if args.replay else new
 
     async with Store.open(path) as store:
-        engine = Engine(cfg, gateway, store, clock, hooks=ServiceHooks(cfg, ctx.state_dir, store, secrets),
+        engine = Engine(cfg, gateway, store, clock, hooks=ServiceHooks(cfg, ctx.state_dir, store, ctx.secrets),
                         config_loader=reload_config)
         engine.install_signal_handlers()
         try:

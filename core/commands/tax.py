@@ -127,7 +127,7 @@ def _report(args, ctx, cfg, path: Path) -> int:
         entries = []
     try:
         with _busy(ctx, f"matching {len(entries):,} fills into lots ({settings.method.upper()})"):
-            rep = build(entries, args.year, settings, cfg.tax.currency)
+            rep = build(entries, args.year, settings, cfg.tax.currency, match=args.format != "koinly")
     except LedgerError as exc:
         _err(str(exc))
         return EX_DATAERR

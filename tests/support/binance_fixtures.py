@@ -44,13 +44,14 @@ def _parsed(year: int, tickers_body=None):
         try:
             raw = await ex.load_markets()
             markets = {m.symbol: m for m in (to_market(v, ex.precisionMode) for v in raw.values()) if m}
+            ids = {v["symbol"]: v["id"] for v in raw.values()}
             tickers = {}
             if tickers_body is not None:
                 for t in ex.parse_tickers(tickers_body).values():
                     tk = to_ticker(t, 0)
                     if tk:
                         tickers[tk.symbol] = tk
-            return markets, tickers
+            return markets, tickers, ids
         finally:
             await ex.close()
 
@@ -61,6 +62,12 @@ def real_markets(year: int = 2023) -> dict[str, Market]:
     return _parsed(year)[0]
 
 
+def real_market_ids(year: int = 2023) -> dict[str, str]:
+    """ccxt symbol -> exchange id ("BTC/USDT" -> "BTCUSDT"; ccxt renames some assets)."""
+    return _parsed(year)[2]
+
+
 def real_markets_and_tickers(year: int = 2021) -> tuple[dict[str, Market], dict[str, Ticker]]:
     """Markets from the exchangeInfo of ``year`` and the recorded all-symbols 24 h tickers (2019)."""
-    return _parsed(year, cassette_body("twenty_four_hour_all.yml"))
+    markets, tickers, _ = _parsed(year, cassette_body("twenty_four_hour_all.yml"))
+    return markets, tickers

@@ -3,17 +3,24 @@
     from tests.support.emulator import Emulator, Faults, running_emulator, redirect_ccxt
 
     with running_emulator(start_ms=..., balances={"USDT": "1000"}) as emu:
-        ex = ccxt.async_support.binance({"apiKey": emu.api_key, "secret": "emu-secret-0001",
+        ex = ccxt.async_support.binance({"apiKey": emu.api_key, "secret": emu.api_secret,
                                          "enableRateLimit": False, "options": dict(CCXT_OPTIONS)})
         redirect_ccxt(ex, emu.url)
         ...  # emu.advance(3_600_000), emu.faults.error_5xx_rate = 0.3, emu.balances, emu.trades
+
+ccxt needs exactly two things: every ``urls['api']`` entry re-based on the emulator URL
+(scheme, host and port replaced, path kept: ``/api/v3``, ``/sapi/v1``, ...) and
+``options['fetchMarkets'] = {'types': ['spot']}``. With keys set, ccxt's load_markets also
+calls ``/sapi/v1/capital/config/getall`` and ``/sapi/v1/margin/(isolated/)allPairs`` (signed;
+served); ``options['fetchCurrencies'] = False`` and ``options['fetchMargins'] = False`` skip them.
 
 What is served: the symbols that have OHLCV files *and* an entry in the exchangeInfo file
 (126 with the 2023 file, 115 with the 2021 one); their exchangeInfo entries are the real
 ones (status, filters), only ``serverTime`` and the REQUEST_WEIGHT limit are ours. Modules:
 ``candles`` (CSV -> numpy, aggregation), ``rules`` (exchangeInfo + filters), ``book``
 (synthetic depth), ``matching`` (account + matching engine), ``faults`` (switches + weight),
-``server`` (HTTP, signing, the ``Emulator``).
+``handlers`` (routes and replies), ``server`` (HTTP pipeline, signing, the ``Emulator``),
+``bench`` (``python -m tests.support.emulator.bench``).
 """
 from __future__ import annotations
 

@@ -1,0 +1,143 @@
+"""`pitrader backtest --data DIR`: the real engine over recorded candles, with a report.
+
+Exit codes: 0 done; 2 bad arguments or data (unknown strategy, bad dates, unreadable CSV,
+unknown --export type); 78 bad configuration; 70 the precomputed signals disagreed with the
+real scanner on a verified cycle (a bug: please report it); 130 interrupted before the first cycle.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+NAME = "backtest"
+HELP = "run the engine over recorded candles (paper, virtual clock) and report trades, PnL, drawdown"
+EX_USAGE, EX_SOFTWARE = 2, 70
+
+
+def configure(p) -> None:
+    p.add_argument("--data", metavar="DIR", required=True,
+                   help="recorded OHLCV: DIR/<tf>/BASE_QUOTE.csv (what `pitrader download` writes) or a folder "
+                        "of BASE_QUOTE.csv files of --timeframe")
+    p.add_argument("--timeframe", metavar="TF", help="signal timeframe (default: scanner.timeframes[0]); its "
+                   "confirmation timeframe is built from it (1h -> 4h, 5m -> 15m)")
+    p.add_argument("--from", dest="start", metavar="DATE", help="first cycle, e.g. 2021-01-01 or 2021-01-01T12:00Z "
+                   "(UTC; earlier candles still warm up the indicators; default: 300 candles into the data)")
+    p.add_argument("--to", dest="end", metavar="DATE", help="last cycle (default: the last candle's close); "
+                   "later candles are never read")
+    p.add_argument("--strategies", metavar="A,B", help="run these strategies instead of strategies.enabled")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (no progress, no page)")
+    p.add_argument("--export", metavar="FILE", help="also write the report page as FILE.html or FILE.svg")
+    p.add_argument("--verify", type=int, default=2, metavar="N",
+                   help="re-check N cycles' signals against the real scanner (default 2; 0 skips)")
+    p.add_argument("--db", metavar="FILE", help="keep the backtest's database (orders, fills, positions, equity) "
+                   "in FILE, replacing it; default: a scratch file, deleted")
+
+
+class _HaltFilter(logging.Filter):
+    """Halts are events of the backtest and appear in its report, not as warnings on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("halt:")
+
+
+class _RichProgress:
+    """A phase line while preparing, then a bar over the cycles with the simulated date and equity."""
+
+    def __init__(self, console, quote: str) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.quote = quote
+        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                            TimeRemainingColumn(), console=console, transient=True)
+        self.task = self.bar.add_task("loading candles", total=None, info="")
+        self.n = 0
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def phase(self, name: str) -> None:
+        self.bar.update(self.task, description=name)
+
+    def start_cycles(self, total: int) -> None:
+        self.bar.update(self.task, description="backtest", total=total, completed=0)
+
+    def cycle(self, ts_ms: int, equity, trades: int) -> None:
+        from core.backtest import iso
+
+        self.n += 1
+        if self.n % 25 == 0:  # redrawing is the costly part; 25 cycles is ~1 simulated day
+            self.bar.update(self.task, completed=self.n,
+                            info=f"{iso(ts_ms)}  equity {float(equity):,.2f} {self.quote}  trades {trades}")
+
+
+def run(args, ctx) -> int:
+    from core.backtest import BacktestError, BacktestSpec, parse_date, run_backtest
+    from core.backtest_report import export, render, stats_of, to_json
+    from core.backtest_signals import SignalMismatch
+    from core.config import Config, load_config
+    from core.replay import DataError
+
+    err = ctx.console if not args.json else None
+
+    def fail(code: int, message: str) -> int:
+        print(f"pitrader backtest: {message}", file=sys.stderr)
+        return code
+
+    # like `demo`, a checkout without config.json backtests the defaults; a named --config must exist
+    given = getattr(args, "config", None)
+    cfg = load_config(ctx.config_path) if given or ctx.config_path.exists() else Config()
+    if args.export and Path(args.export).suffix.lower() not in (".html", ".htm", ".svg"):
+        return fail(EX_USAGE, f"--export {args.export}: expected a file name ending in .html or .svg")
+    if args.verify < 0:
+        return fail(EX_USAGE, "--verify: expected 0 or more cycles")
+    try:
+        spec = BacktestSpec(
+            data=Path(args.data), timeframe=args.timeframe,
+            start_ms=parse_date(args.start, "--from") if args.start else None,
+            end_ms=parse_date(args.end, "--to") if args.end else None,
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies
+            is not None else None,
+            verify=args.verify, db=Path(args.db) if args.db else None)
+    except BacktestError as exc:
+        return fail(EX_USAGE, str(exc))
+    if not spec.data.is_dir():
+        return fail(EX_USAGE, f"--data {spec.data}: expected a directory of OHLCV CSV files")
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("core.engine").addFilter(_HaltFilter())
+    show = not args.json and ctx.console.is_terminal
+    try:
+        if show:
+            with _RichProgress(ctx.console, cfg.universe.quote) as ui:
+                result = asyncio.run(run_backtest(cfg, spec, ui, install_signals=True))
+        else:
+            result = asyncio.run(run_backtest(cfg, spec, None, install_signals=True))
+    except BacktestError as exc:
+        return fail(EX_USAGE, str(exc))
+    except DataError as exc:
+        return fail(EX_USAGE, f"data: {exc}")
+    except SignalMismatch as exc:
+        return fail(EX_SOFTWARE, f"internal error, results withheld: {exc}")
+    stats = stats_of(result)
+    if args.export:
+        try:
+            export(Path(args.export), result, stats)
+        except OSError as exc:
+            return fail(EX_USAGE, f"--export {args.export}: cannot write ({exc.strerror or exc})")
+    if args.json:
+        print(json.dumps(to_json(result, stats)))
+    else:
+        render(ctx.console, result, stats)
+        if args.export:
+            ctx.console.print(f"[dim]report written to {args.export}[/]")
+    del err
+    return 0
