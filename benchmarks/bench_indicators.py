@@ -88,6 +88,42 @@ def talib_drop(h, l, c, v):
         talib_pair(h[r], l[r], c[r], v[r])
 
 
+def per_indicator(h, l, c, v, bufs, repeats: int) -> list[tuple[str, float, float]]:
+    """Median ms per indicator: pitrader into buffers vs TA-Lib pair by pair (dropped)."""
+    rows = []
+    for k, name in enumerate(NAMES):
+        def mine(name=name):
+            return _one(name, h, l, c, v, bufs)
+
+        def theirs(k=k):
+            for r in range(c.shape[0]):
+                talib_pair_one(k, h[r], l[r], c[r], v[r])
+
+        mine(), theirs()
+        a, b = [], []
+        for _ in range(repeats):
+            a.append(timed(mine))
+            b.append(timed(theirs))
+        rows.append((name, statistics.median(a) * 1e3, statistics.median(b) * 1e3))
+    return rows
+
+
+def _one(name, h, l, c, v, bufs):
+    args = {"sma": (c, 20), "ema": (c, 20), "rsi": (c, 14), "macd": (c, 12, 26, 9),
+            "bbands": (c, 20, 2.0, 2.0), "atr": (h, l, c, 14), "adx": (h, l, c, 14),
+            "stoch": (h, l, c, 5, 3, 3), "roc": (c, 10), "obv": (c, v)}[name]
+    return getattr(ind, name)(*args, out=bufs[name])
+
+
+def talib_pair_one(k, h, l, c, v):
+    return (
+        lambda: talib.SMA(c, 20), lambda: talib.EMA(c, 20), lambda: talib.RSI(c, 14),
+        lambda: talib.MACD(c, 12, 26, 9), lambda: talib.BBANDS(c, 20, 2.0, 2.0),
+        lambda: talib.ATR(h, l, c, 14), lambda: talib.ADX(h, l, c, 14),
+        lambda: talib.STOCH(h, l, c, 5, 3, 0, 3, 0), lambda: talib.ROC(c, 10), lambda: talib.OBV(c, v),
+    )[k]()
+
+
 def buffers(shape) -> dict:
     def arr(k=1):
         return tuple(np.empty(shape) for _ in range(k)) if k > 1 else np.empty(shape)
@@ -165,6 +201,10 @@ def main() -> int:
     r_reuse = med[names[3]] / med[names[2]]
     print(f"speed-up, scan  (TA-Lib / pitrader): {r_scan:5.2f}x   target >= 2x: {'met' if r_scan >= 2 else 'NOT met'}")
     print(f"speed-up, reuse (TA-Lib / pitrader): {r_reuse:5.2f}x   target >= 2x: {'met' if r_reuse >= 2 else 'NOT met'}")
+    print()
+    print(f"{'per indicator (median ms)':26s} {'pitrader':>9s} {'TA-Lib':>9s} {'ratio':>7s}")
+    for name, a, b in per_indicator(h, l, c, v, bufs, args.repeats):
+        print(f"{name:26s} {a:9.2f} {b:9.2f} {b / a:6.2f}x")
     return 0
 
 

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
@@ -189,7 +188,8 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
     if end < start:
         raise BacktestError(f"no candle closes between {iso(start)} and {iso(end)} "
                             f"(the data covers {iso(first_open)} .. {iso(last_close)})")
-    rows = {s: a[a[:, 0] + tf_ms <= end] for s, a in gateway.data[tf].items()}  # never load past the end
+    # never read past the end (views: candles are sorted by time)
+    rows = {s: a[:np.searchsorted(a[:, 0], end - tf_ms, side="right")] for s, a in gateway.data[tf].items()}
     markets = await gateway.load_markets()
     times = np.arange(start, end + 1, tf_ms, dtype=np.int64)
     timings["load"] = time.perf_counter() - t0
@@ -229,11 +229,11 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
                 self.active = names
                 ui.cycle(report.ts_ms, report.equity, self.trades)
 
+        # BacktestPaperExecutor: same fills and numbers as the engine's own paper executor,
+        # without re-converting prices
         engine = Engine(cfg, gateway, store, clock, hooks=BacktestHooks(),
-                        pipeline=PrecomputedPipeline(table, clock, check if sample else None))
-        # same fills and numbers as the engine's own paper executor, without re-converting prices
-        if not plain:
-            engine.executor = BacktestPaperExecutor(cfg, store, gateway, clock)
+                        pipeline=PrecomputedPipeline(table, clock, check if sample else None),
+                        executor=None if plain else BacktestPaperExecutor(cfg, store, gateway, clock))
         if install_signals:
             engine.install_signal_handlers()
         await engine.run(max_cycles=len(times), until_ms=end, interval_s=tf_ms / 1000)
@@ -254,11 +254,11 @@ def _verify_sample(table, n: int) -> set[int]:
     """Cycles to re-check: evenly spread over the cycles that have signals (else over all)."""
     if n <= 0 or not len(table.times):
         return set()
-    busy = [i for i in range(len(table.times)) if (table.ok[:, i]).any()]
-    has_opp = {i for i in busy if table.result(i).opportunities} if len(busy) <= 20_000 else set(busy)
-    pool = sorted(has_opp) or busy or list(range(len(table.times)))
+    pool = np.flatnonzero((table.opp_at >= 0).any(axis=0))
+    if not len(pool):
+        pool = np.arange(len(table.times))
     picks = np.linspace(0, len(pool) - 1, num=min(n, len(pool))).round().astype(int)
-    return {pool[j] for j in picks}
+    return {int(pool[j]) for j in picks}
 
 
 async def _close_all(engine, store, clock) -> int:
@@ -286,12 +286,3 @@ def exit_reasons(closed: list[Position]) -> dict[str, int]:
     """Trades per exit kind (``emergency: <halt text>`` counts as ``emergency``)."""
     kinds = (p.exit_reason.split(":", 1)[0] if p.exit_reason else "unknown" for p in closed)
     return dict(sorted(collections.Counter(kinds).items()))
-
-
-def describe(result: BacktestResult) -> dict[str, Any]:
-    """Run facts for the report header (no wall-clock figures)."""
-    return {"data": str(result.data), "timeframe": result.timeframe, "from": iso(result.start_ms),
-            "to": iso(result.end_ms), "cycles": result.cycles, "strategies": list(result.cfg.strategies.enabled)}
-
-
-ProgressFactory = Callable[[], Progress]

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import numpy as np
-
 from core.models import Ticker
 from core.paper import PaperExecutor
 from core.portfolio import to_decimal

@@ -25,7 +25,7 @@ How.
   own ``Indicators``.
 - Strategies are vectorised over rows and read only their newest columns. Each (pair, candle)
   becomes one row whose W columns are a zero-copy strided window of the flat matrix ending at
-  that candle, and the scanner's own ranking (``Scanner._rank``: weights, multi-timeframe
+  that candle, and the scanner's own ranking (``Scanner.rank``: weights, multi-timeframe
   confirmation, minimum score, one opportunity per pair, reasons) runs over those rows in
   chunks. W = max(64, 2 + the largest integer strategy parameter) covers the deepest look-back
   a strategy takes (trend_following's cross window).
@@ -47,9 +47,9 @@ database byte-identical between runs.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from fnmatch import fnmatchcase
 
 import numpy as np
@@ -67,7 +67,8 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 MIN_WINDOW = 64
-CHUNK_ROWS = 16_384
+CHUNK_ROWS = 8_192
+GROUP = 32  # pairs whose indicator matrices exist at the same time
 UNIVERSE_RETRY_MS = 60_000  # core.universe.Universe.RETRY_MS
 
 
@@ -90,7 +91,8 @@ def window_width(scanner: Scanner) -> int:
 
 @dataclass
 class Frame:
-    """One timeframe's candles for all pairs: right-aligned (P, W + T) matrices plus per-pair rows."""
+    """One timeframe's candles for a set of pairs; ``view`` lays them out as right-aligned
+    (P, W + T) matrices (built on first use: the backtest builds it per group of pairs)."""
 
     timeframe: str
     symbols: tuple[str, ...]
@@ -101,11 +103,17 @@ class Frame:
         self.tf_ms = TIMEFRAME_MS[self.timeframe]
         self.n = np.array([len(r) for r in self.rows], dtype=np.int64)
         self.length = self.width + int(self.n.max(initial=0))  # L: every pair has >= W NaN columns first
+
+    def group(self, lo: int, hi: int) -> "Frame":
+        return Frame(self.timeframe, self.symbols[lo:hi], self.rows[lo:hi], self.width)
+
+    @cached_property
+    def view(self) -> CandleView:
         data = np.full((6, len(self.rows), self.length), np.nan)
         for p, r in enumerate(self.rows):
             if len(r):
                 data[:, p, self.length - len(r):] = r.T
-        self.view = CandleView(self.timeframe, self.symbols, *data, self.n.copy())
+        return CandleView(self.timeframe, self.symbols, *data, self.n.copy())
 
     def row_index(self, p: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Row of the flat window view that ends at candle ``k`` of pair ``p`` (k = -1: an all-NaN row)."""
@@ -237,8 +245,8 @@ def _cumulative_problems(rows: list[np.ndarray], tf_ms: int, gap_limit: int, jum
 
 def _last_index(ts_rows: list[np.ndarray], cutoffs: np.ndarray) -> np.ndarray:
     """(P, N): index of each pair's last candle with ts <= cutoff (-1: none yet)."""
-    return np.stack([np.searchsorted(ts, cutoffs, side="right") - 1 for ts in ts_rows]) if ts_rows else \
-        np.empty((0, len(cutoffs)), dtype=np.int64)
+    return np.stack([np.searchsorted(ts, cutoffs, side="right") - 1 for ts in ts_rows]).astype(np.int32) \
+        if ts_rows else np.empty((0, len(cutoffs)), dtype=np.int32)
 
 
 class SignalTable:
@@ -271,7 +279,6 @@ class SignalTable:
         P, N = len(symbols), len(self.times)
         # last closed candle per pair and cycle: open time <= now - period
         self.k = _last_index([r[:, 0] for r in sig_rows], self.times - tf_ms)
-        self.k4 = None
         if self.hi is not None:
             # a higher candle exists once the signal candle completing its bucket is stored
             offset = self.hi.tf_ms - tf_ms
@@ -283,7 +290,7 @@ class SignalTable:
         tick("quality")
         self.opps: dict[tuple[int, int], Opportunity] = {}
         self.ranked: list[Opportunity] = []
-        self.opp_at = np.full((P, N), -1, dtype=np.int64)
+        self.opp_at = np.full((P, N), -1, dtype=np.int32)
         if P and N and self.scanner.strategies:
             self._evaluate()
         tick("strategies")
@@ -307,7 +314,7 @@ class SignalTable:
         has = k >= 0
         last = np.full((P, N), np.nan)
         qv = np.zeros((P, N))
-        day_lo = np.zeros((P, N), dtype=np.int64)
+        day_lo = np.zeros((P, N), dtype=np.int32)
         for p, r in enumerate(sig_rows):
             if not len(r):
                 continue
@@ -442,13 +449,22 @@ class SignalTable:
 
     # --- strategies and ranking ----------------------------------------------------------------
     def _evaluate(self) -> None:
-        sig, hi = self.sig, self.hi
-        P, L, W = len(self.symbols), sig.length, sig.width
+        """Strategies and ranking over every (pair, candle) row a cycle will ask for, ``GROUP`` pairs
+        at a time (indicator matrices of all pairs at once would double the peak memory)."""
+        P = len(self.symbols)
+        for lo in range(0, P, GROUP):
+            self._evaluate_group(lo, min(P, lo + GROUP))
+        self._index_opportunities()
+
+    def _evaluate_group(self, lo: int, hi_p: int) -> None:
+        sig = self.sig.group(lo, hi_p)
+        hi = self.hi.group(lo, hi_p) if self.hi is not None else None
+        P, L, W = hi_p - lo, sig.length, sig.width
         total = P * L - W + 1
         # rows the backtest will serve: (pair, last candle) of every cycle where the pair is ok
-        pp, ii = np.nonzero(self.ok)
+        pp, ii = np.nonzero(self.ok[lo:hi_p])
         wanted = np.zeros(total, dtype=bool)
-        wanted[sig.row_index(pp, self.k[pp, ii])] = True
+        wanted[sig.row_index(pp, self.k[lo + pp, ii])] = True
         hi_rows = None
         if hi is not None:
             hi_rows = np.zeros(total, dtype=np.int64)  # default: an all-NaN window
@@ -456,7 +472,7 @@ class SignalTable:
                 n = int(sig.n[p])
                 if n:
                     r0 = int(sig.row_index(np.array([p]), np.array([0]))[0])
-                    hi_rows[r0:r0 + n] = hi.row_index(np.full(n, p), self.k4_of[p])
+                    hi_rows[r0:r0 + n] = hi.row_index(np.full(n, p), self.k4_of[lo + p])
         full_sig = Indicators(sig.view)
         full_hi = Indicators(hi.view) if hi is not None else None
         for start in range(0, total, CHUNK_ROWS):
@@ -467,20 +483,19 @@ class SignalTable:
             data = ScanInput(_RowIds(start, stop), WindowIndicators(full_sig, sig, slice(start, stop)),  # type: ignore[arg-type]
                              WindowIndicators(full_hi, hi, hi_rows[start:stop]) if hi is not None else None)
             with np.errstate(invalid="ignore", divide="ignore"):
-                found = self.scanner._rank(data, ok)
+                found = self.scanner.rank(data, ok)
             for opp in found:
                 r = int(opp.symbol)
                 p, col = divmod(r + W - 1, L)
                 k = col - (L - int(sig.n[p]))
-                self.opps[(p, k)] = _renamed(opp, self.symbols[p])
-        self._index_opportunities()
+                self.opps[(lo + p, k)] = _renamed(opp, self.symbols[lo + p])
 
     def _index_opportunities(self) -> None:
         """``opp_at[p, i]``: the opportunity pair p offers at cycle i, as an index into ``ranked``
         (sorted like the scanner's output, so a cycle's list is its indices in ascending order)."""
         keys = sorted(self.opps, key=lambda pk: (-self.opps[pk].score, self.opps[pk].symbol))
         self.ranked = [self.opps[pk] for pk in keys]
-        self.opp_at = np.full(self.ok.shape, -1, dtype=np.int64)
+        self.opp_at = np.full(self.ok.shape, -1, dtype=np.int32)
         by_pair: dict[int, list[tuple[int, int]]] = {}
         for rank, (p, k) in enumerate(keys):
             by_pair.setdefault(p, []).append((k, rank))
@@ -578,7 +593,3 @@ def compare(real: ScanResult, served: ScanResult) -> list[str]:
                 if a.get(key) != b.get(key)]
         out.append("opportunities differ: " + ("; ".join(diff[:3]) or "order differs"))
     return out
-
-
-def finite_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else x

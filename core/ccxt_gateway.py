@@ -26,10 +26,13 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
-import ccxt.async_support as ccxt_async
 import numpy as np
-from ccxt.base import errors as cx
-from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE
+
+from core.ccxt_lean import async_support
+
+ccxt_async = async_support()  # before the imports below: they would load all ~100 exchanges
+from ccxt.base import errors as cx  # noqa: E402
+from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE  # noqa: E402
 
 from core.clock import Clock
 from core.config import Config, ConfigError, Secrets

@@ -17,7 +17,7 @@ from typing import Callable
 
 from core.clock import Clock, VirtualClock
 from core.config import Config, ConfigError
-from core.executor import make_executor
+from core.executor import Executor, make_executor
 from core.exits import exit_reason
 from core.gateway import ExchangeGateway, GatewayError, NotSupported
 from core.models import Market, ScanResult
@@ -73,7 +73,7 @@ class Hooks:
 class Engine:
     def __init__(self, cfg: Config, gateway: ExchangeGateway, store: Store, clock: Clock, *,
                  hooks: Hooks | None = None, config_loader: Callable[[], Config] | None = None,
-                 pipeline: ScanPipeline | None = None) -> None:
+                 pipeline: ScanPipeline | None = None, executor: Executor | None = None) -> None:
         self.cfg = cfg
         self.gateway = gateway
         self.store = store
@@ -84,7 +84,7 @@ class Engine:
         # Backtests inject a pipeline that serves precomputed signals; everything after it is shared.
         self.pipeline = pipeline or ScanPipeline(cfg, gateway, clock)
         self.risk = RiskGate(cfg, store, clock)
-        self.executor = make_executor(cfg, store, gateway, clock)
+        self.executor = executor or make_executor(cfg, store, gateway, clock)
         self.markets: dict[str, Market] = {}
         self.cycles = 0
         self.last_report: CycleReport | None = None
@@ -161,6 +161,7 @@ class Engine:
 
     async def _enter(self, scan: ScanResult, prices: dict[str, float], report: CycleReport) -> None:
         paused = self.hooks.entries_paused()
+        portfolio = None  # valued once, and again only after an entry changed it
         for opp in scan.opportunities:
             if self.stopping:
                 break
@@ -179,7 +180,8 @@ class Engine:
                 log.info("entry %s rejected: order book unavailable (%s)", opp.symbol, exc)
                 report.rejections += 1
                 continue
-            portfolio = await self.executor.portfolio(prices)
+            if portfolio is None:
+                portfolio = await self.executor.portfolio(prices)
             decision = await self.risk.evaluate(opp, market, book, portfolio)
             if not isinstance(decision, Approval):
                 report.rejections += 1
@@ -188,6 +190,7 @@ class Engine:
                      decision.amount, decision.price, decision.stop, decision.target, decision.reason,
                      opp.strategy, opp.score)
             pos = await self.executor.open_position(opp, decision)
+            portfolio = None
             if pos is not None:
                 report.entries.append(f"{opp.symbol} {opp.strategy} {opp.score:.0f}")
 

@@ -232,22 +232,28 @@ class BaseExecutor:
         """
         now = self.clock.now_ms()
         new: list[Fill] = []
-        async with self.store.transaction() as conn:
-            if pos.id is None:
+        inserted = pos.id is None
+        try:
+            async with self.store.transaction() as conn:
+                if inserted:
+                    await self.store.save_position(pos, conn)
+                if callable(order):
+                    order = order(pos)
+                order.position_id = pos.id
+                for f in (fills(order) if callable(fills) else fills):
+                    f = replace(f, order_id=order.client_id)
+                    if await self.store.add_fill(f, now, conn):
+                        new.append(f)
+                await self.store.save_order(order, detail, conn)
+                s = settle(await self._position_fills(pos.id, conn), pos.base, self.quote, self.prices)
+                apply_settlement(pos, s)
+                if close_reason is not None:
+                    self._close_fields(pos, s, close_reason, now)
                 await self.store.save_position(pos, conn)
-            if callable(order):
-                order = order(pos)
-            order.position_id = pos.id
-            for f in (fills(order) if callable(fills) else fills):
-                f = replace(f, order_id=order.client_id)
-                if await self.store.add_fill(f, now, conn):
-                    new.append(f)
-            await self.store.save_order(order, detail, conn)
-            s = settle(await self._position_fills(pos.id, conn), pos.base, self.quote, self.prices)
-            apply_settlement(pos, s)
-            if close_reason is not None:
-                self._close_fields(pos, s, close_reason, now)
-            await self.store.save_position(pos, conn)
+        except BaseException:
+            if inserted:
+                pos.id = None  # the insert was rolled back with everything else
+            raise
         self._track(pos, s)
         for f in new:
             audit("fill", mode=self.mode, trade_id=f.trade_id, symbol=f.symbol, side=f.side, quantity=f.quantity,

@@ -2,30 +2,31 @@
 
 Every public function takes float64 arrays that are either 1-D (one pair over time) or
 2-D (pairs x time) and returns arrays of the same shape (a tuple for multi-output
-indicators); ``out=`` lets a caller that runs every few seconds reuse its buffers.
+indicators). ``out=`` takes arrays to write into instead: a scanner that runs every few
+seconds should reuse its buffers, because fresh multi-megabyte arrays cost page faults.
 
-Why 2-D: one compiled call computes all pairs. Inside it, rows are processed four at a
-time in lockstep (rows sorted by where their history starts), so the four independent
-recurrences (EMA, Wilder smoothing, running sums) overlap in the CPU instead of each
-waiting on its own previous step; divisions that are not part of a recurrence run as
-separate vectorisable passes. The arithmetic per row is unchanged, which is what keeps
-the results equal to TA-Lib's while being faster than calling TA-Lib pair by pair.
+Why 2-D: one compiled call computes all pairs, and inside it rows run four at a time in
+lockstep (sorted by where their history starts), so four independent recurrences (EMA,
+Wilder smoothing, running sums) overlap in the CPU instead of each waiting for its own
+previous step; work that is not part of a recurrence runs as separate vectorised passes.
+The arithmetic of a row is unchanged, so the values stay TA-Lib's while the whole set is
+several times faster than calling TA-Lib pair by pair (benchmarks/bench_indicators.py).
 
 NaN conventions
   * Leading NaNs mean "no history yet". A row starts at the first index where every
-    input is non-NaN; the result is TA-Lib applied to that suffix, and everything before
-    it (plus the indicator's lookback) is NaN. The candle store left-pads pairs with a
-    shorter history with NaN so ragged pairs fit one matrix. Gaps in the market data are
-    missing rows, i.e. just a shorter series.
-  * A NaN after the start is not skipped: the kernels repeat TA-Lib's arithmetic step by
-    step, so it propagates exactly as TA-Lib propagates it (for most indicators NaN from
-    there on; ADX freezes at its last value, as TA-Lib's does). The extras
+    input is non-NaN; the result is TA-Lib applied to that suffix and NaN before it (and
+    over the indicator's lookback). The candle store left-pads pairs with a shorter
+    history with NaN, so ragged pairs fit one matrix. Gaps in the market data are
+    missing rows, i.e. simply a shorter series. A row without any such index is all NaN.
+  * A NaN after the start is not skipped or repaired: the kernels repeat TA-Lib's
+    arithmetic step by step, so the output is what TA-Lib gives for the same input -
+    usually NaN from there on, for RSI a constant 0, for ADX a frozen value. The extras
     (volume_zscore, donchian, highest, lowest) give NaN wherever their window has a NaN.
 
-Values are TA-Lib's (default compatibility, no unstable period), checked bit for bit
-against the ``talib`` package (0.8.x) on the real 1h data: same seeding, lookback and
-operation order as its C code, including its fused multiply-adds (EMA, MACD, ATR,
-BBANDS), its re-centred running variance (BBANDS) and its zero tests.
+Exactness: default compatibility, no unstable period, and the operation order of
+TA-Lib's C code, including its fused multiply-adds (EMA, MACD, ATR, BBANDS), its
+re-centred running variance (BBANDS) and its zero tests, so results equal the ``talib``
+package (0.8.x) bit for bit on the real 1h data; the tests allow 1e-9.
 """
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-_kernel = njit(cache=True, error_model="numpy")  # IEEE division (inf/NaN), like C: no checks
+# IEEE division (inf/NaN, no zero checks) as in TA-Lib's C; cached on disk (NUMBA_CACHE_DIR)
+_kernel = njit(cache=True, error_model="numpy")
+# the large four-row bodies: inlined in numba IR instead of also compiled on their own
+_inline = njit(cache=True, error_model="numpy", inline="always")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -165,7 +169,7 @@ def _sma_single(x, n, out, first):
     _divide_tail(out, first, n)
 
 
-@_kernel
+@_inline
 def _sma_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, f0, f1, f2, f3):
     t0 = max(max(f0, f1), max(f2, f3))
     a0 = _sma_run(x0, n, o0, _sma_pre(x0, f0, n), f0, t0)
@@ -241,7 +245,7 @@ def _ema_single(x, n, out, first):
     _ema_run(x, 2.0 / (n + 1), out, prev, first + 1, x.shape[0])
 
 
-@_kernel
+@_inline
 def _ema_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, f0, f1, f2, f3):
     k = 2.0 / (n + 1)
     t0 = max(max(f0, f1), max(f2, f3)) + 1
@@ -287,7 +291,7 @@ def _ema_2d(x, n, out):
 
 
 # --------------------------------------------------------------------------- RSI
-# Wilder smoothing by multiplication with 1/n, as TA-Lib 0.6+ does. The chains store the
+# Wilder smoothing by multiplication with 1/n, as current TA-Lib does. The chains store the
 # average gain (out) and gain + loss (scratch); rsi = gain / total * 100 is a pass.
 
 @_kernel
@@ -339,7 +343,7 @@ def _rsi_finish(out, total, first):
         g[i] = v if tot > 0.0 else 0.0
 
 
-@_kernel
+@_inline
 def _rsi_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, s0, s1, s2, s3, f0, f1, f2, f3):
     inv = 1.0 / n
     w = float(n - 1)
@@ -451,7 +455,7 @@ def _macd_run(x, fast, slow, signal, om, osig, oh, e_slow, e_fast, sig, t_from, 
     return e_slow, e_fast, sig
 
 
-@_kernel
+@_inline
 def _macd_lanes(x0, x1, x2, x3, fast, slow, signal, m0, m1, m2, m3, q0, q1, q2, q3,
                 h0, h1, h2, h3, f0, f1, f2, f3):
     k_slow = 2.0 / (slow + 1)
@@ -617,7 +621,7 @@ def _bbands_finish(n, up, dn, upper, middle, lower, first):
         lo[i] = mid - w if same else mid - dn * sd
 
 
-@_kernel
+@_inline
 def _bbands_lanes(x0, x1, x2, x3, n, u0, u1, u2, u3, m0, m1, m2, m3, f0, f1, f2, f3):
     inv = 1.0 / n
     t0 = max(max(f0, f1), max(f2, f3))
@@ -716,7 +720,7 @@ def _atr_run(high, low, close, n, out, prev, t_from, t_to):
     return prev
 
 
-@_kernel
+@_inline
 def _atr_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3,
                f0, f1, f2, f3):
     w = (n - 1) / n
@@ -832,7 +836,7 @@ def _wilder_run(terms, v, n, t_from, t_to):
     return v
 
 
-@_kernel
+@_inline
 def _wilder3_lanes(m0, m1, m2, m3, p0, p1, p2, p3, r0, r1, r2, r3, state, n, t0):
     """The three smoothings of four rows in one loop: twelve independent recurrences."""
     md0, md1, md2, md3, pd0, pd1, pd2, pd3, tr0, tr1, tr2, tr3 = state
@@ -901,7 +905,7 @@ def _adx_single(high, low, close, n, out, sm, sp, st, first):
     _adx_run(sm, n, out, adx_v, first + 1, t)
 
 
-@_kernel
+@_inline
 def _adx_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3,
                scratch, f0, f1, f2, f3):
     m0, m1, m2, m3 = scratch[0], scratch[1], scratch[2], scratch[3]
@@ -1041,14 +1045,17 @@ def _stoch_raw_shifted(high, low, close, s, fastk, raw, hh, ll):
 
 
 @_kernel
+def _has_nan3(a, b, c):
+    found = False
+    for i in range(a.shape[0]):  # an integer OR reduction: vectorised, no early exit
+        found |= (a[i] != a[i]) | (b[i] != b[i]) | (c[i] != c[i])
+    return found
+
+
+@_kernel
 def _stoch_raw(high, low, close, fastk, raw, hh, ll):
     s = _start3(high, low, close)
-    clean = fastk <= _STOCH_SHIFT_MAX
-    for i in range(s, high.shape[0]):
-        if not (high[i] == high[i] and low[i] == low[i] and close[i] == close[i]):
-            clean = False
-            break
-    if clean:
+    if fastk <= _STOCH_SHIFT_MAX and not _has_nan3(high[s:], low[s:], close[s:]):
         _stoch_raw_shifted(high, low, close, s, fastk, raw, hh, ll)
     else:
         _stoch_raw_tracked(high, low, close, s, fastk, raw)
@@ -1136,7 +1143,7 @@ def _obv_run(close, volume, out, acc, t_from, t_to):
     return acc
 
 
-@_kernel
+@_inline
 def _obv_lanes(c0, c1, c2, c3, v0, v1, v2, v3, o0, o1, o2, o3, f0, f1, f2, f3):
     t0 = max(max(f0, f1), max(f2, f3)) + 1
     o0[f0], o1[f1], o2[f2], o3[f3] = v0[f0], v1[f1], v2[f2], v3[f3]
@@ -1183,75 +1190,96 @@ def _obv_2d(close, volume, out):
 
 @_kernel
 def _volume_zscore_2d(v, n, out, scratch):
-    """Mean and population variance of the previous n volumes from the BBANDS machinery
-    (re-centred shifted sums: O(1) per candle and no cancellation), then the z pass."""
+    """Exact two-pass mean and population std of each window of the previous n volumes,
+    summed in window order; the passes run over all windows at once (vectorised)."""
     rows, t = v.shape
     for r in range(rows):
         row = v[r]
-        first = _first_output(_start1(row), n, t)
+        s = _start1(row)
+        first = _first_output(s, n, t)
         _nan_head(out[r], first)
-        if first >= t:
+        m = t - first
+        if m <= 0:
             continue
-        # window of the candle before each output: sums in scratch rows, shifted by one
-        _bbands_run(row, n, scratch[0], scratch[1], _bbands_pre(row, first - 1, n), first - 1, t - 1)
-        total = scratch[0, first - 1:t - 1]
-        var = scratch[1, first - 1:t - 1]
+        total, sq, hi, lo = scratch[0, :m], scratch[1, :m], scratch[2, :m], scratch[3, :m]
+        total[:] = 0.0
+        sq[:] = 0.0
+        hi[:] = row[s:s + m]
+        lo[:] = row[s:s + m]
+        for j in range(n):  # window k is row[s + k : s + k + n]
+            seg = row[s + j:s + j + m]
+            for k in range(m):
+                total[k] += seg[k]
+        for k in range(m):
+            total[k] = total[k] / n
+        for j in range(n):
+            seg = row[s + j:s + j + m]
+            for k in range(m):
+                d = seg[k] - total[k]
+                sq[k] += d * d
+                hi[k] = seg[k] if seg[k] > hi[k] else hi[k]
+                lo[k] = seg[k] if seg[k] < lo[k] else lo[k]
         cur = row[first:]
         dst = out[r, first:]
-        for i in range(cur.shape[0]):
-            mean = total[i] / n
-            sd = np.sqrt(var[i]) if var[i] > 0.0 else 0.0
-            z = (cur[i] - mean) / sd
-            # a flat window (sd 0) has no scale: NaN, so "z > 3" stays False
-            dst[i] = z if sd > 0.0 else _NAN
+        for k in range(m):
+            z = (cur[k] - total[k]) / np.sqrt(sq[k] / n)
+            # all n volumes equal: no scale, NaN (so "z > 3" stays False)
+            dst[k] = _NAN if hi[k] == lo[k] else z
 
 
 @_kernel
-def _rolling_extreme(x, n, lag, want_max, out):
-    """Max/min of x[i-n+1-lag .. i-lag]: lag=0 includes the current value, lag=1 excludes it."""
-    s = _start1(x)
+def _ext(a, b, want_max):
+    """max/min that returns NaN if either side is NaN (so a window with a NaN is NaN)."""
+    if want_max:
+        return a if (a > b) | (a != a) else b
+    return a if (a < b) | (a != a) else b
+
+
+@_kernel
+def _window_extreme(x, s, n, lag, want_max, out, buf_a, buf_b):
+    """out[i] = max/min of x[i-lag-n+1 .. i-lag] for a row starting at s; lag=0 includes
+    the current value, lag=1 excludes it. Extremes of windows 1, 2, 4, ... come from
+    pairs of the previous ones (log2 n vectorised passes), then two overlapping windows
+    of the largest power of two <= n cover n."""
     t = x.shape[0]
     first = _first_output(s, n - 1 + lag, t)
     _nan_head(out, first)
-    best = 0.0
-    best_at = -1
-    nans = 0  # NaNs inside the window
-    for j in range(s, first - lag):
-        if x[j] != x[j]:
-            nans += 1
-    for i in range(first, t):
-        hi = i - lag
-        lo = hi - n + 1
-        if x[hi] != x[hi]:
-            nans += 1
-        if lo - 1 >= s and x[lo - 1] != x[lo - 1]:
-            nans -= 1
-        if best_at < lo:
-            best_at = -1
-            for j in range(lo, hi + 1):
-                v = x[j]
-                if v == v and (best_at < 0 or (v >= best if want_max else v <= best)):
-                    best = v
-                    best_at = j
-        else:
-            v = x[hi]
-            if v == v and (v >= best if want_max else v <= best):
-                best = v
-                best_at = hi
-        out[i] = best if nans == 0 else _NAN
+    if first >= t:
+        return
+    m = t - s
+    a = buf_a[:m]
+    b = buf_b[:m]
+    a[:] = x[s:]
+    w = 1
+    while 2 * w <= n:
+        b[:w] = a[:w]
+        hi, lo, dst = a[w:], a[:m - w], b[w:]
+        for k in range(dst.shape[0]):
+            dst[k] = _ext(hi[k], lo[k], want_max)
+        a, b = b, a
+        w *= 2
+    # a[i] now covers x[s + i - w + 1 .. s + i]; window n ending at s + i: a[i] and a[i - (n - w)]
+    hi = a[n - 1:m - lag]
+    lo = a[w - 1:m - lag - (n - w)]
+    dst = out[first:]
+    for k in range(dst.shape[0]):
+        dst[k] = _ext(hi[k], lo[k], want_max)
 
 
 @_kernel
 def _rolling_extreme_2d(x, n, lag, want_max, out):
+    buf = np.empty((2, x.shape[1]))
     for r in range(x.shape[0]):
-        _rolling_extreme(x[r], n, lag, want_max, out[r])
+        _window_extreme(x[r], _start1(x[r]), n, lag, want_max, out[r], buf[0], buf[1])
 
 
 @_kernel
 def _donchian_2d(high, low, n, upper, lower):
+    buf = np.empty((2, high.shape[1]))
     for r in range(high.shape[0]):
-        _rolling_extreme(high[r], n, 1, True, upper[r])
-        _rolling_extreme(low[r], n, 1, False, lower[r])
+        s = _start2(high[r], low[r])
+        _window_extreme(high[r], s, n, 1, True, upper[r], buf[0], buf[1])
+        _window_extreme(low[r], s, n, 1, False, lower[r], buf[0], buf[1])
 
 
 # --------------------------------------------------------------------------- public API
@@ -1273,15 +1301,16 @@ def _rows(*arrays) -> tuple[list[np.ndarray], tuple[int, ...]]:
 
 def _outputs(out, count: int, shape: tuple[int, ...]) -> tuple[tuple[np.ndarray, ...], tuple]:
     """(2-D views to write into, arrays to return): fresh ones, or the caller's ``out``."""
-    if out is None:
-        given = tuple(np.empty(shape) for _ in range(count))
+    if out is None:  # one block for all outputs: fewer, larger allocations
+        block = np.empty((count,) + shape)
+        given = tuple(block[i] for i in range(count))
     else:
         given = out if isinstance(out, tuple) else (out,)
         if len(given) != count:
             raise ValueError(f"out must be {count} array(s), got {len(given)}")
         for a in given:
             if (not isinstance(a, np.ndarray) or a.dtype != np.float64 or a.shape != shape
-                    or not a.flags.c_contiguous or not a.flags.writeable):
+                    or not (a.flags.c_contiguous and a.flags.writeable and a.flags.aligned)):
                 raise ValueError(f"out arrays must be writable C-contiguous float64 of shape {shape}")
     views = tuple(a.reshape(1, -1) if len(shape) == 1 else a for a in given)
     return views, (given if count > 1 else given[0])
@@ -1384,14 +1413,15 @@ def obv(close, volume, *, out=None):
 
 
 def volume_zscore(volume, n=20, *, out=None):
-    """(v - mean) / std of the previous n candles, current candle excluded (population std).
+    """(v - mean) / std of the previous n candles' volumes, the current candle excluded
+    (so a spike does not dilute its own baseline); population std.
 
-    Excluding the current candle keeps a spike from diluting its own baseline. NaN for
-    the first n candles and where the previous n volumes are all equal (std 0).
+    NaN for the first n candles of a row and where the previous n volumes are all equal
+    (no scale), so a comparison like ``z > 3`` is simply False there.
     """
     (v,), shape = _rows(volume)
     (o,), result = _outputs(out, 1, shape)
-    _volume_zscore_2d(v, _period(n, "n", 2), o, np.empty((2, shape[-1])))
+    _volume_zscore_2d(v, _period(n, "n", 2), o, np.empty((4, shape[-1])))
     return result
 
 
@@ -1405,7 +1435,7 @@ def donchian(high, low, n=20, *, out=None):
 
 
 def highest(x, n, *, out=None):
-    """Highest value of the last n candles, current one included (TA-Lib MAX)."""
+    """Highest value of the last n candles, current one included (TA-Lib MAX values)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
     _rolling_extreme_2d(a, _period(n, "n", 1), 0, True, o)
@@ -1413,7 +1443,7 @@ def highest(x, n, *, out=None):
 
 
 def lowest(x, n, *, out=None):
-    """Lowest value of the last n candles, current one included (TA-Lib MIN)."""
+    """Lowest value of the last n candles, current one included (TA-Lib MIN values)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
     _rolling_extreme_2d(a, _period(n, "n", 1), 0, False, o)

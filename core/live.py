@@ -219,8 +219,8 @@ class LiveExecutor(BaseExecutor):
     async def _order_for_trade(self, t: Fill) -> Order | None:
         if not t.order_id:
             return None
-        async with self.store.db.execute("SELECT client_id FROM orders WHERE symbol=? AND (exchange_id=? OR client_id=?)",
-                                         (t.symbol, t.order_id, t.order_id)) as cur:
+        q = "SELECT client_id FROM orders WHERE symbol=? AND (exchange_id=? OR client_id=?)"
+        async with self.store.db.execute(q, (t.symbol, t.order_id, t.order_id)) as cur:
             row = await cur.fetchone()
         return await self.store.get_order(row[0]) if row else None
 

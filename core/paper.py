@@ -107,8 +107,8 @@ class PaperExecutor(BaseExecutor):
                      free)
             return None
         pos = Position(symbol=sym, strategy=opp.strategy, amount=ZERO, entry_price=price, stop=approval.stop,
-                       target=approval.target, opened_ms=now, trail_pct=Decimal(str(self.cfg.trading.trailing_stop_pct)),
-                       highest=price, score=opp.score, reason=opp.reason)
+                       target=approval.target, opened_ms=now, highest=price, score=opp.score, reason=opp.reason,
+                       trail_pct=to_decimal(self.cfg.trading.trailing_stop_pct))
 
         def make(p: Position) -> Order:
             o = Order(client_id=client_order_id(TAG, p.id, "entry", 1), symbol=sym, side=BUY,
@@ -160,7 +160,8 @@ class PaperExecutor(BaseExecutor):
         order.transition(OrderStatus.FILLED, now)
         order.filled, order.average = amount, fill_price
         pos.exit_reason = reason
-        _, new = await self.record(order, pos, [self._fill(order, amount, fill_price)], detail=f"filled (paper): {reason}",
+        _, new = await self.record(order, pos, [self._fill(order, amount, fill_price)],
+                                   detail=f"filled (paper): {reason}",
                                    close_reason=reason if isinstance(left, Refusal) else None)
         for f in new:
             self._apply_cash(f)

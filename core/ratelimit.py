@@ -69,6 +69,8 @@ class WeightBudget:
     plus whatever we sent after it: other processes on the same IP spend the same limit.
     """
 
+    MINUTE_GRACE_S = 1.0  # trust the server's count a little past our minute: clocks differ
+
     def __init__(self, limit: int = BINANCE_SPOT_WEIGHT_LIMIT, pct: float = 0.5, *, window_s: float = 60.0,
                  max_pause_wait_s: float = 10.0, now: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time,
@@ -111,7 +113,7 @@ class WeightBudget:
         if self._server is None:
             return 0
         minute, used, at_total = self._server
-        if int(self._wall() // 60) != minute:
+        if int((self._wall() - self.MINUTE_GRACE_S) // 60) > minute:
             self._server = None
             return 0
         return used + (self._total_sent - at_total)
@@ -163,7 +165,7 @@ class WeightBudget:
                     wait = t + self.window_s - now
                     break
         if self._server_part() + weight > self.budget:
-            wait = max(wait, 60.0 - (self._wall() % 60.0))
+            wait = max(wait, 60.0 - (self._wall() - self.MINUTE_GRACE_S) % 60.0)
         return max(wait, 0.01)
 
     def release(self, weight: int) -> None:

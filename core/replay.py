@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.clock import Clock
-from core.gateway import NotSupported, timeframe_ms, TIMEFRAME_MS
+from core.gateway import NotSupported, timeframe_ms
 from core.models import Fill, Market, Order, OrderBook, Ticker
 
 HEADER = "timestamp_ms,open,high,low,close,volume"
@@ -103,7 +103,7 @@ def _markets_from_file(path: Path, symbols: list[str]) -> dict[str, Market]:
 
 
 class ReplayGateway:
-    """Serves ``DIR/<tf>/*.csv[.gz]`` (or ``DIR/*.csv`` for ``timeframe``) on ``clock``.
+    """Serves ``DIR/<timeframe>/*.csv[.gz]`` (or ``DIR/*.csv``) on ``clock``.
 
     Order rules come from ``markets.json`` beside the data (real exchangeInfo filters, see
     data/sample), else the pairs have no precision limits.
@@ -116,8 +116,10 @@ class ReplayGateway:
         if not self.data_dir.is_dir():
             raise DataError(f"{self.data_dir}: expected a directory of OHLCV CSV files")
         self.data: dict[str, dict[str, np.ndarray]] = {}  # timeframe -> symbol -> array
-        subdirs = [d for d in self.data_dir.iterdir() if d.is_dir() and d.name in TIMEFRAME_MS]
-        sources = {d.name: d for d in subdirs} if subdirs else {timeframe: self.data_dir}
+        # DIR/<tf>/ layout (like ../shared/data/ohlcv): only the requested timeframe is loaded, so a
+        # folder that also holds 1m data for a few pairs does not change what is replayed.
+        sub = self.data_dir / timeframe
+        sources = {timeframe: sub if sub.is_dir() else self.data_dir}
         for tf, folder in sorted(sources.items()):
             files = sorted(folder.glob("*.csv")) + sorted(folder.glob("*.csv.gz"))
             per_tf = {}

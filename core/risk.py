@@ -264,7 +264,7 @@ class RiskGate:
             del self._halts[DAILY_LOSS]
             self._dirty = True
         if opp.side != BUY:
-            return self._reject(sym, "side", f"{opp.side} signals need short selling; spot trading only buys then sells")
+            return self._reject(sym, "side", f"{opp.side} signals need short selling; spot only buys, then sells")
         if self._halts:
             return self._reject(sym, "halt", "; ".join(self.halts))
         min_score = cfg.scanner.min_opportunity_score * 100

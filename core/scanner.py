@@ -207,7 +207,7 @@ class Scanner:
         opportunities: list[Opportunity] = []
         if ok.any() and self.strategies:
             data = ScanInput(symbols, Indicators(sv), Indicators(hv) if hv is not None else None)
-            opportunities = self._rank(data, ok)
+            opportunities = self.rank(data, ok)
         result = ScanResult(pairs_scanned=int(ok.sum()), pairs_skipped=len(skipped), skipped=skipped,
                             duration_s=time.perf_counter() - t0, opportunities=opportunities, ts_ms=int(now_ms))
         log.debug("scan: %d pairs, %d skipped, %d opportunities in %.1f ms", result.pairs_scanned,
@@ -232,7 +232,7 @@ class Scanner:
 
         return factor, text
 
-    def _rank(self, data: ScanInput, ok: np.ndarray) -> list[Opportunity]:
+    def rank(self, data: ScanInput, ok: np.ndarray) -> list[Opportunity]:
         price = data.signal.close[:, -1]
         factor, confirm_text = self._confirmation(data)
         candidates: dict[int, list[tuple[float, str, object]]] = {}

@@ -21,7 +21,7 @@ import pytest
 from core.candles import CandleStore
 from core.ccxt_gateway import AuthenticationFailed, CcxtGateway
 from core.config import Secrets, config_from_dict
-from core.gateway import GatewayError, OrderRejected, TemporaryError
+from core.gateway import OrderRejected, TemporaryError
 from core.marketdata import MarketData
 from core.models import Order, OrderStatus
 from core.ratelimit import Backoff, RequestGuard, WeightBudget

@@ -14,7 +14,6 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 
 from core.ccxt_gateway import CcxtGateway
 from core.clock import VirtualClock, WallClock
@@ -107,7 +106,8 @@ def test_entry_and_every_kind_of_exit(tmp_path):
                     elif kind == "take_profit":
                         pos.target = px - tick
                     elif kind == "trailing_stop":
-                        pos.stop, pos.target, pos.trail_pct, pos.highest = px * D("0.5"), px * 2, D("0.01"), px * D("1.02")
+                        pos.stop, pos.target = px * D("0.5"), px * 2
+                        pos.trail_pct, pos.highest = D("0.01"), px * D("1.02")  # trail 1 % under a high 2 % up
                     elif kind == "time_exit":
                         pos.stop, pos.target = px * D("0.5"), px * 2
                         pos.opened_ms -= 49 * 3_600_000

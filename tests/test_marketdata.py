@@ -7,7 +7,6 @@ import asyncio
 from dataclasses import replace
 
 import numpy as np
-import pytest
 
 from core.candles import CandleStore
 from core.clock import VirtualClock

@@ -240,11 +240,13 @@ def scaled_book(symbol: str, price: float) -> OrderBook:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(lim=limits, actions=st.lists(action, min_size=5, max_size=40), start_cash=st.sampled_from(["300", "1000", "25000"]))
+@given(lim=limits, actions=st.lists(action, min_size=5, max_size=40),
+       start_cash=st.sampled_from(["300", "1000", "25000"]))
 def test_no_sequence_exceeds_any_limit(lim, actions, start_cash):
     size = lim["position_size_pct"]
     cfg = make_cfg(trading={"position_size_pct": size},
-                   risk={"max_open_positions": lim["max_open_positions"], "risk_per_trade_pct": lim["risk_per_trade_pct"],
+                   risk={"max_open_positions": lim["max_open_positions"],
+                         "risk_per_trade_pct": lim["risk_per_trade_pct"],
                          "max_asset_exposure_pct": min(1.0, size + lim["exposure_extra"]),
                          "max_slippage_pct": lim["max_slippage_pct"], "cooldown_minutes": 60,
                          "max_daily_loss_pct": 0.05, "max_drawdown_pct": 0.2})
@@ -292,7 +294,8 @@ def test_no_sequence_exceeds_any_limit(lim, actions, start_cash):
                     cash -= paid * (1 + fee)
                     assert cash >= 0
                     positions.append(Position(symbol=sym, strategy="t", amount=r.amount, entry_price=paid / r.amount,
-                                              stop=r.stop, target=r.target, opened_ms=clock.now_ms(), id=len(positions)))
+                                              stop=r.stop, target=r.target, opened_ms=clock.now_ms(),
+                                              id=len(positions)))
                 assert len(positions) <= cfg.risk.max_open_positions
 
     with tempfile.TemporaryDirectory() as d:

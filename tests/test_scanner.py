@@ -10,8 +10,7 @@ from core.candles import CandleStore
 from core.config import config_from_dict
 from core.scanner import CONFIRM_EMA, HALF_AGREEMENT, Scanner
 from strategies import registry
-from tests.support.ohlcv import HOUR, candles, closed_before, store_at, symbols
-from tests.test_strategies import scan_input, series
+from tests.support.ohlcv import HOUR, candles, closed_before, scan_input, series, store_at
 
 T = 1615500000000  # 2021-03-11 22:00 UTC, an active market (plenty of signals, some disagreeing with 4h)
 

@@ -13,25 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import strategies as strategies_pkg
-from core.candles import FIELDS
 from core.config import ConfigError, config_from_dict
-from core.scanner import Indicators, Scanner
+from core.scanner import Scanner
 from strategies import registry
-from strategies.base import ScanInput
-from tests.support.ohlcv import HOUR, store_at
+from tests.support.ohlcv import HOUR, scan_input, series, store_at
 
 # every 12.5 days from mid-January to mid-July 2021: rallies, the May crash, chop
 TIMES = [1610700000000 + k * 300 * HOUR for k in range(15)]
-
-
-def scan_input(store) -> ScanInput:
-    sv, hv = store.view("1h"), store.view("4h")
-    return ScanInput(sv.symbols, Indicators(sv), Indicators(hv))
-
-
-def series(view, i: int) -> dict[str, np.ndarray]:
-    n = int(view.counts[i])
-    return {f: np.ascontiguousarray(getattr(view, f)[i, view.capacity - n:]) for f in FIELDS}
 
 
 def ramp(x: float, zero: float, full: float) -> float:

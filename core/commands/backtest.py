@@ -86,8 +86,6 @@ def run(args, ctx) -> int:
     from core.config import Config, load_config
     from core.replay import DataError
 
-    err = ctx.console if not args.json else None
-
     def fail(code: int, message: str) -> int:
         print(f"pitrader backtest: {message}", file=sys.stderr)
         return code
@@ -139,5 +137,4 @@ def run(args, ctx) -> int:
         render(ctx.console, result, stats)
         if args.export:
             ctx.console.print(f"[dim]report written to {args.export}[/]")
-    del err
     return 0

@@ -24,6 +24,8 @@ def configure(p) -> None:
     p.add_argument("--since", required=True, metavar="DATE", help="first candle, e.g. 2021-01-01 (UTC); an "
                    "existing file continues after its last candle instead")
     p.add_argument("--until", metavar="DATE", help="stop at candles closed by DATE (default: the newest closed one)")
+    p.add_argument("--page", type=int, default=1000, metavar="N",
+                   help="candles per request and per committed chunk (default 1000, Binance's maximum)")
 
 
 class _Bar:
@@ -65,6 +67,8 @@ def run(args, ctx) -> int:
         return fail(EX_USAGE, str(exc))
     if args.timeframe not in TIMEFRAME_MS:
         return fail(EX_USAGE, f"--timeframe: expected one of {', '.join(TIMEFRAME_MS)}, got {args.timeframe!r}")
+    if not 1 <= args.page <= 1000:
+        return fail(EX_USAGE, f"--page: expected 1 to 1000 candles, got {args.page}")
     if until is not None and until <= since:
         return fail(EX_USAGE, "--until: expected a date after --since")
     root = Path(args.dir)
@@ -85,7 +89,7 @@ def run(args, ctx) -> int:
     async def go(bar):
         gateway, _clock = live_setup(cfg, Secrets())  # public candles: never send keys for this
         try:
-            return await download(gateway, pairs, args.timeframe, since, root, until_ms=until,
+            return await download(gateway, pairs, args.timeframe, since, root, until_ms=until, page=args.page,
                                   concurrency=min(4, cfg.exchange.max_concurrency),
                                   on_rows=bar.rows if bar else None, on_wait=bar.wait if bar else None)
         finally:
@@ -108,7 +112,8 @@ def run(args, ctx) -> int:
         last = f", last {iso(r.last_ms)}" if r.last_ms is not None else ""
         if r.error:
             failed += 1
-            console.print(f"[red]{r.symbol}: failed[/]: {r.error}\n  kept {where}{last}); run again to resume")
+            kept = f"\n  kept {where}{last}); the same command resumes from there" if r.last_ms is not None else ""
+            console.print(f"[red]{r.symbol}: failed[/]: {r.error}{kept}")
         else:
             console.print(f"{r.symbol}: {where}{last})" + (" [dim]up to date[/]" if not r.added and r.had else ""))
     return 1 if failed else 0

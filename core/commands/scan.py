@@ -27,19 +27,25 @@ def to_json(result) -> dict:
 
 
 def render(console, result) -> None:
+    """The ranked table; reasons get their own column on wide consoles, a list below otherwise."""
     when = datetime.fromtimestamp(result.ts_ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    wide = console.width >= 140
     t = Table(title=f"{len(result.opportunities)} opportunities at {when}", title_justify="left")
-    for col in ("#", "symbol", "strategy", "side", "score", "price", "stop", "target", "reason"):
+    cols = ["#", "symbol", "strategy", "side", "score", "price", "stop", "target"] + (["reason"] if wide else [])
+    for col in cols:
         t.add_column(col, justify="right" if col in ("#", "score", "price", "stop", "target") else "left",
-                     overflow="fold")
+                     no_wrap=col != "reason", overflow="fold")
     for i, o in enumerate(result.opportunities, 1):
-        t.add_row(str(i), o.symbol, o.strategy, o.side, f"{o.score:.0f}", f"{o.price:.8g}", f"{o.stop:.8g}",
-                  f"{o.target:.8g}", o.reason)
+        t.add_row(str(i), o.symbol, o.strategy, o.side, f"{o.score:.0f}", f"{o.price:.5g}", f"{o.stop:.5g}",
+                  f"{o.target:.5g}", *([o.reason] if wide else []))
     console.print(t)
+    if not wide:
+        for i, o in enumerate(result.opportunities, 1):
+            console.print(f"  [bold]{i}.[/] {o.symbol}: {o.reason}", highlight=False)
     console.print(f"{result.pairs_scanned} pairs scanned, {result.pairs_skipped} skipped, "
                   f"{result.duration_s:.2f} s")
     for sym, why in sorted(result.skipped.items())[:20]:
-        console.print(f"  [dim]skipped {sym}: {why}[/]")
+        console.print(f"  [dim]skipped {sym}: {why}[/]", highlight=False)
     if len(result.skipped) > 20:
         console.print(f"  [dim]... and {len(result.skipped) - 20} more (see --json)[/]")
 

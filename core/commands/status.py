@@ -121,12 +121,14 @@ def render(console, doc: dict[str, Any]) -> None:
         console.print(f"[bold red]HALT[/] {h['halt']}{until}: {h['reason']}")
     if doc["open_positions"]:
         t = Table(title=f"{len(doc['open_positions'])} open positions", title_justify="left")
-        for col in ("#", "symbol", "strategy", "amount", "entry", "stop", "target", "high", "opened", "state"):
-            t.add_column(col, justify="left" if col in ("symbol", "strategy", "opened", "state") else "right")
+        for col in ("symbol", "strategy", "amount", "entry", "stop", "target", "opened"):
+            t.add_column(col, no_wrap=col in ("symbol", "opened"),
+                         justify="left" if col in ("symbol", "strategy", "opened") else "right")
         for p in doc["open_positions"]:
-            t.add_row(str(p["id"]), p["symbol"], p["strategy"], f"{p['amount']:.8g}", f"{p['entry_price']:.8g}",
-                      f"{p['stop']:.8g}", f"{p['target']:.8g}", f"{p['highest']:.8g}", _utc(p["opened_ms"]),
-                      p["status"] if p["amount"] > 0 else "entering")
+            state = "entering" if p["amount"] <= 0 else p["status"]
+            t.add_row(p["symbol"] + ("" if state == "open" else f" ({state})"), p["strategy"],
+                      f"{p['amount']:.6g}", f"{p['entry_price']:.6g}", f"{p['stop']:.6g}", f"{p['target']:.6g}",
+                      _utc(p["opened_ms"], "%m-%d %H:%M"))
         console.print(t)
     else:
         console.print("no open positions")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.candles import CandleStore
+from core.candles import FIELDS, CandleStore, CandleView
 from core.gateway import TIMEFRAME_MS
 from core.replay import load_csv
+from core.scanner import Indicators
+from strategies.base import ScanInput
 
 OHLCV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv"
 HOUR = TIMEFRAME_MS["1h"]
@@ -46,3 +48,15 @@ def store_at(end_ms: int, pairs: Iterable[str] | None = None, timeframes: tuple[
         if len(rows):
             store.append(sym, "1h", rows[-take:])
     return store
+
+
+def scan_input(store: CandleStore) -> ScanInput:
+    """What the strategies see in a 1h + 4h scan of ``store``."""
+    sv, hv = store.view("1h"), store.view("4h")
+    return ScanInput(sv.symbols, Indicators(sv), Indicators(hv))
+
+
+def series(view: CandleView, i: int) -> dict[str, np.ndarray]:
+    """Row ``i``'s held candles per field (oldest first), e.g. to recompute with TA-Lib."""
+    n = int(view.counts[i])
+    return {f: np.ascontiguousarray(getattr(view, f)[i, view.capacity - n:]) for f in FIELDS}

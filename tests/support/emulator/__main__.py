@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="OHLCV directory: ohlcv/ root with 1h/, 5m/ ... or a flat directory of CSVs")
     p.add_argument("--exchange-info", type=Path, default=DEFAULT_EXCHANGE_INFO, help="exchangeInfo .json or .json.gz")
     p.add_argument("--start", type=_iso_ms, default=DEFAULT_START_MS, help="market time to start at (UTC)")
+    p.add_argument("--realtime", action="store_true",
+                   help="serve the candle at --start as if it were now, then follow the wall clock "
+                        "(for `pitrader scan --once` / `run` against it)")
     p.add_argument("--speed", type=float, default=0.0,
                    help="market seconds per wall second (0: frozen; 3600: one hourly candle per second)")
     p.add_argument("--latency-ms", type=float, default=0.0)
@@ -61,13 +65,14 @@ async def serve(args: argparse.Namespace) -> None:
     balances = dict(args.balance) if args.balance else None
     try:
         emu = Emulator(args.data, args.exchange_info, args.start, api_key=args.api_key, api_secret=args.api_secret,
-                       balances=balances, weight_limit=args.weight_limit, seed=args.seed, state_file=args.state_file)
+                       balances=balances, weight_limit=args.weight_limit, seed=args.seed, state_file=args.state_file,
+                       realtime=args.realtime)
     except ValueError as exc:
         print(f"emulator: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     emu.faults.latency_s = args.latency_ms / 1000.0
     url = await emu.start(args.host, args.port)
-    print(url, flush=True)
+    print(url, flush=True)  # market time (with --speed) runs from here
     print(f"  {len(emu.symbols)} symbols, market time "
           f"{datetime.fromtimestamp(emu.now_ms / 1000, timezone.utc):%Y-%m-%d %H:%M}Z, "
           f"API key {args.api_key}; config.json: \"exchange\": {{\"api_url\": \"{url}\"}}", flush=True)
@@ -75,14 +80,17 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    tick = 1.0
+    # Market time follows the wall clock from the moment the URL was printed (not tick counts,
+    # which drift under load), so a client can compute it as start + elapsed * speed.
+    wall0, market0 = time.monotonic(), emu.now_ms
+    tick = 0.25
     try:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=tick)
             except asyncio.TimeoutError:
                 if args.speed > 0:
-                    emu.advance(int(args.speed * tick * 1000))
+                    emu.set_time(max(emu.now_ms, market0 + int((time.monotonic() - wall0) * args.speed * 1000)))
     finally:
         await emu.stop()
 

@@ -128,7 +128,12 @@ class CandleBook:
     The primary directory is loaded at once; finer ones (5m, 1m) on first use.
     """
 
-    def __init__(self, ohlcv_dir: Path) -> None:
+    def __init__(self, ohlcv_dir: Path, shift_ms: int = 0) -> None:
+        # shift_ms moves every candle forward in time (whole days keep 4h/1d buckets aligned):
+        # realtime mode serves recorded history as if it were happening now.
+        if shift_ms % 86_400_000:
+            raise ValueError("shift_ms must be a whole number of days")
+        self.shift_ms = int(shift_ms)
         root = Path(ohlcv_dir).resolve()
         if not root.is_dir():
             raise ValueError(f"{root}: OHLCV directory not found")
@@ -150,9 +155,11 @@ class CandleBook:
         self._derived: dict[tuple[str, int], Series | None] = {}
         self._lock = threading.RLock()
 
-    @staticmethod
-    def _load(folder: Path) -> tuple[int, dict[str, Series]]:
-        return _load_group(str(folder), os.stat(folder).st_mtime_ns)
+    def _load(self, folder: Path) -> tuple[int, dict[str, Series]]:
+        tf, table = _load_group(str(folder), os.stat(folder).st_mtime_ns)
+        if self.shift_ms:
+            table = {sym: Series(s.tf_ms, s.ts + self.shift_ms, s.ohlcv) for sym, s in table.items()}
+        return tf, table
 
     def _table(self, tf_ms: int) -> dict[str, Series]:
         table = self._native.get(tf_ms)

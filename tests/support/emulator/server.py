@@ -61,6 +61,13 @@ class RequestRecord:
     fault: str | None
 
 
+DAY_MS = 86_400_000
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def _strip_signature(raw: str) -> str:
     return "&".join(part for part in raw.split("&") if not part.startswith("signature="))
 
@@ -71,8 +78,14 @@ class Emulator(EndpointHandlers):
     def __init__(self, ohlcv_dir: Path, exchange_info: Path, start_ms: int, *, api_key: str = "emu-key-0001",
                  api_secret: str = "emu-secret-0001", balances: dict[str, str] | None = None,
                  weight_limit: int = 6000, seed: int = 0, state_file: Path | None = None,
-                 partial_fill_ratio: float = 1.0, fee_rate: str = "0.001") -> None:
-        self.candles = CandleBook(Path(ohlcv_dir))
+                 partial_fill_ratio: float = 1.0, fee_rate: str = "0.001", realtime: bool = False) -> None:
+        # realtime: the candle at start_ms is served as if it were today (shifted by whole days) and
+        # market time then follows the wall clock, so a client on a real clock (`pitrader scan
+        # --once` via exchange.api_url) sees fresh data. Otherwise market time moves only when told.
+        self.realtime = realtime
+        shift = (_wall_ms() - int(start_ms)) // DAY_MS * DAY_MS if realtime else 0
+        self.candles = CandleBook(Path(ohlcv_dir), shift)
+        start_ms = int(start_ms) + shift
         self.exchange = ExchangeRules(load_exchange_info(Path(exchange_info)), self.candles.symbols, weight_limit)
         self.symbols = sorted(self.exchange.rules)
         self.api_key = api_key
@@ -109,6 +122,14 @@ class Emulator(EndpointHandlers):
     @property
     def now_ms(self) -> int:
         return self._now
+
+    @property
+    def _now(self) -> int:
+        return max(self._market_ms, _wall_ms()) if self.realtime else self._market_ms
+
+    @_now.setter
+    def _now(self, ms: int) -> None:
+        self._market_ms = ms
 
     def set_time(self, ms: int) -> None:
         """Move market time to ``ms`` (never backwards); resting orders fill on the candles passed."""
