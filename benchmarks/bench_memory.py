@@ -41,6 +41,16 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def rss_split() -> str:
+    """Anonymous (heap) vs file-backed (shared libraries, evictable) resident memory, on Linux."""
+    try:
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    except OSError:
+        return ""
+    mb = {k: int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile") if k in fields}
+    return f" (anonymous {mb.get('RssAnon', 0):.1f} MB, file-backed {mb.get('RssFile', 0):.1f} MB)"
+
+
 class MarketClock(WallClock):
     """The engine's clock on the emulator's accelerated market time (2021 candles), so data
     freshness checks see the same time the emulator serves; request signing stays on real time."""
@@ -96,6 +106,8 @@ async def main(cycles: int) -> None:
         growth = samples[-1][1] - samples[0][1]
         print(json.dumps({"cycles": cycles, "steady_rss_mb": round(steady, 1),
                           "growth_mb_from_cycle_100": round(growth, 2)}))
+        print(f"at the end: RSS {rss_mb():.1f} MB{rss_split()}; MALLOC_ARENA_MAX="
+              f"{os.environ.get('MALLOC_ARENA_MAX', '(unset)')}")
         print(f"steady RSS {steady:.1f} MB (target <= 200), growth {growth:+.2f} MB over "
               f"{samples[-1][0] - samples[0][0]} cycles (target < 5)")
     finally:

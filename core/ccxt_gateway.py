@@ -103,6 +103,7 @@ def build_exchange(cfg: Config, secrets: Secrets):
     ex = klass(params)
     ex.enableLastHttpResponse = False  # would keep the last body (MBs of exchangeInfo) alive
     ex.enableLastResponseHeaders = False
+    ex.enableLastJsonResponse = False  # likewise the last parsed reply (markets: ~MBs)
     if x.testnet or secrets.testnet:
         try:
             ex.set_sandbox_mode(True)
@@ -314,10 +315,13 @@ def to_fill(t: Any) -> Fill:
         raise _Malformed(f"trade {str(tid)[:20]}: incomplete reply")
     fee = t.get("fee") if isinstance(t.get("fee"), dict) else {}
     cost = _dec(fee.get("cost"))
+    currency = fee.get("currency") if isinstance(fee.get("currency"), str) and fee.get("currency") else None
+    if cost is not None and cost > 0 and currency is None:
+        # the ledger cannot value a fee of unknown asset; fetched again on the next poll
+        raise _Malformed(f"trade {str(tid)[:20]}: fee {cost} without its asset")
     order = t.get("order")
     return Fill(trade_id=str(tid), ts_ms=int(ts), symbol=symbol, side=side, quantity=amount, price=price,
-                fee=cost if cost is not None and cost >= 0 else Decimal(0),
-                fee_asset=fee.get("currency") if isinstance(fee.get("currency"), str) else None,
+                fee=cost if cost is not None and cost >= 0 else Decimal(0), fee_asset=currency,
                 order_id=str(order) if order not in (None, "") else None)
 
 
@@ -342,8 +346,10 @@ class CcxtGateway:
     on ``create_order`` does NOT prove the order was not placed. ``create_order`` never
     retries; on such a failure it looks the order up once by client id and returns it if the
     exchange has it, else raises ``TemporaryError`` saying the outcome is unknown. The
-    executor must then call ``fetch_order`` (lookup by client id) before sending again, and
-    resend with the *same* client id (the exchange refuses a duplicate of an open order).
+    executor must then look the order up by client id (``fetch_order``) before deciding
+    anything; core/live.py keeps asking, and only once the exchange has not seen the order 30 s
+    after its creation (Binance's recvWindow would refuse that request now) does it mark it
+    expired and send the next attempt under a NEW client id: one id never reaches the exchange twice.
     """
 
     def __init__(self, cfg: Config, secrets: Secrets, clock: Clock, *, exchange: Any = None,
@@ -689,7 +695,7 @@ class CcxtGateway:
         Raises ``OrderRejected`` (definitely not placed: never resend as is), ``RateLimited``
         (refused before processing), or ``TemporaryError`` when the outcome is UNKNOWN (5xx,
         timeout, reset, odd reply): look the order up by client id (``fetch_order``) before
-        sending it again, with the same client id.
+        anything else (see the class docstring).
         """
         await self._market(order.symbol)
         self._conform_check(order)

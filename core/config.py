@@ -48,7 +48,8 @@ class ExchangeConfig:
                               pattern=r"^https?://[^\s/]+(/.*)?$")
     testnet: bool = opt(False, "use the exchange's sandbox (also set by BINANCE_TESTNET in the env file)")
     timeout_s: float = opt(10.0, "timeout of every HTTP request, seconds", min=1, max=120)
-    max_concurrency: int = opt(8, "requests in flight at once", min=1, max=64)
+    max_concurrency: int = opt(16, "requests in flight at once (the weight budget, not this, keeps us polite)",
+                               min=1, max=64)
     weight_budget_pct: float = opt(0.5, "share of the exchange's request-weight limit we allow ourselves",
                                    gt=0, max=0.95)
     markets_refresh_s: int = opt(3600, "reload markets (precision, limits) this often, seconds", min=60, max=86400)

@@ -137,7 +137,8 @@ class Engine:
 
     async def check_exits(self, prices: dict[str, float] | None = None) -> list[str]:
         """Close positions whose stop, target, trail, time limit or an emergency halt says so."""
-        positions = [p for p in await self.store.positions("open") if p.status == "open"]
+        # the executor's own objects: the trailing-stop high they carry survives between checks
+        positions = [p for p in self.executor.positions if p.status == "open"]
         if not positions:
             return []
         if prices is None:
@@ -189,7 +190,7 @@ class Engine:
             log.info("entry %s %s: approved %s @ ~%s (stop %s, target %s): %s [%s %.0f]", opp.side, opp.symbol,
                      decision.amount, decision.price, decision.stop, decision.target, decision.reason,
                      opp.strategy, opp.score)
-            pos = await self.executor.open_position(opp, decision)
+            pos = await self.executor.open_position(opp, decision, book)
             portfolio = None
             if pos is not None:
                 report.entries.append(f"{opp.symbol} {opp.strategy} {opp.score:.0f}")
@@ -200,7 +201,7 @@ class Engine:
         scan = await self.scan()
         self.hooks.progress()
         now = self.clock.now_ms()
-        open_syms = {p.symbol for p in await self.store.positions("open")}
+        open_syms = {p.symbol for p in self.executor.positions}
         prices = await self._prices(open_syms | {o.symbol for o in scan.opportunities})
         portfolio = await self.executor.portfolio(prices)
         for halt in await self.risk.on_equity(portfolio.equity, now):

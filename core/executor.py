@@ -255,6 +255,7 @@ class BaseExecutor:
                 pos.id = None  # the insert was rolled back with everything else
             raise
         self._track(pos, s)
+        self.on_fills(order, new)
         for f in new:
             audit("fill", mode=self.mode, trade_id=f.trade_id, symbol=f.symbol, side=f.side, quantity=f.quantity,
                   price=f.price, fee=f.fee, fee_asset=f.fee_asset, order_id=f.order_id, ts_ms=f.ts_ms)
@@ -264,6 +265,9 @@ class BaseExecutor:
               type=order.type, amount=order.amount, price=order.price, status=order.status.value,
               filled=order.filled, intent=order.intent, position_id=pos.id, detail=detail)
         return order, new
+
+    def on_fills(self, order: Order, fills: list[Fill]) -> None:
+        """Called once per durable batch of new fills (the wallet follows them)."""
 
     def _close_fields(self, pos: Position, s: Settlement, reason: str, now: int) -> None:
         pos.status = "closed"

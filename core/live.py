@@ -37,6 +37,7 @@ UNKNOWN_WINDOW_MS = 30_000  # > recvWindow (10 s) + clock skew: an unseen order 
 BALANCE_TTL_S = 5.0  # wall time: request economy, not trading logic
 EXIT_RETRY_MS = 60_000  # after an exit order that sold nothing
 EXIT_CONTINUE_MS = 2_000  # after an exit order that sold part of the position
+MAX_FILL_TRIES = 30  # trade-history looks for a final order whose fills do not all show up
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
@@ -57,10 +58,12 @@ class LiveExecutor(BaseExecutor):
         self._balance_stale = True
         self._exit_after: dict[int, int] = {}  # position id -> no new exit attempt before this time
         self.unknown_window_ms = UNKNOWN_WINDOW_MS
+        self._fill_tries: dict[str, int] = {}
 
     # --- start and reconciliation ----------------------------------------------------------------
     async def start(self) -> None:
-        testnet = bool(self.cfg.exchange.testnet or getattr(self.gateway, "testnet", False))
+        client = getattr(self.gateway, "exchange", None)  # the ccxt client knows whether BINANCE_TESTNET applied
+        testnet = bool(self.cfg.exchange.testnet or getattr(client, "isSandboxModeEnabled", False))
         log.warning("LIVE trading on %s%s: real orders will be placed%s", self.cfg.exchange.id,
                     f" via {self.cfg.exchange.api_url}" if self.cfg.exchange.api_url else "",
                     " on the TESTNET" if testnet else " with REAL funds (not the testnet)")
@@ -84,9 +87,10 @@ class LiveExecutor(BaseExecutor):
     async def reconcile(self) -> None:
         log.info("live: reconciling with the exchange: %d orders to check, %d open positions",
                  len(self._orders), len(self._open))
+        in_flight = {o.symbol for o in self._orders.values()}
         for o in list(self._orders.values()):
             await self._refresh(o, at_start=True)
-        await self._trades_while_down()
+        await self._trades_while_down(in_flight)
         await self._foreign_orders()
         await self._check_balances()
         for pos in list(self._open.values()):
@@ -94,24 +98,20 @@ class LiveExecutor(BaseExecutor):
         log.info("live: reconciliation done: %d open positions, %d orders in flight", len(self._open),
                  sum(1 for o in self._orders.values() if not o.status.is_final))
 
-    async def _trades_while_down(self) -> None:
-        """Trades on the symbols we hold or trade: the latest ones and all since our last recorded
-        fill. Ours that are missing get recorded; anyone else's are flagged (once)."""
-        symbols = sorted({p.symbol for p in self._open.values()} | {o.symbol for o in self._orders.values()})
+    async def _trades_while_down(self, symbols: set[str]) -> None:
+        """Trades since our last recorded fill on the symbols that had orders in flight (only those
+        can have bot fills we missed): ours get recorded once, anyone else's are flagged once.
+        Holdings changed by hand elsewhere show up in the balance check."""
         flagged = set(await self.store.get_state(FLAGGED_KEY, []) or [])
         before = len(flagged)
-        for sym in symbols:
-            trades: dict[str, Fill] = {}
-            for since in (None, await self._last_fill_ts(sym)):
-                try:
-                    page = await self.gateway.fetch_my_trades(sym, since_ms=since)
-                except GatewayError as exc:
-                    log.warning("live: could not fetch %s trades to reconcile (%s); will look again with the "
-                                "orders", sym, _short(exc))
-                    break
-                trades.update((t.trade_id, t) for t in page if self._valid_fill(t, sym))
-                if since is None and await self._last_fill_ts(sym) is None:
-                    break
+        for sym in sorted(symbols):
+            try:
+                page = await self.gateway.fetch_my_trades(sym, since_ms=await self._last_fill_ts(sym))
+            except GatewayError as exc:
+                log.warning("live: could not fetch %s trades to reconcile (%s); will look again with the orders",
+                            sym, _short(exc))
+                continue
+            trades = {t.trade_id: t for t in page if self._valid_fill(t, sym)}
             for t in sorted(trades.values(), key=lambda t: (t.ts_ms, t.trade_id)):
                 if await self._known_fill(t):
                     continue
@@ -253,6 +253,28 @@ class LiveExecutor(BaseExecutor):
         self._balance_at = time.monotonic()
         return True
 
+    def on_fills(self, order: Order, fills: list[Fill]) -> None:
+        """Follow market-order fills in the cached balance (saves a balance request per order);
+        anything less plain (resting orders, fees in a third asset) asks the exchange next time."""
+        if not fills:
+            return
+        base = order.symbol.split("/")[0]
+        if order.type != "market" or self._balance_ms is None:
+            self._balance_stale = True
+            return
+        bal = self.balance
+        for f in fills:
+            fee_asset = f.fee_asset or self.quote
+            if fee_asset not in (self.quote, base):
+                self._balance_stale = True
+            fee_q = f.fee if fee_asset == self.quote else ZERO
+            fee_b = f.fee if fee_asset == base else ZERO
+            sign = 1 if f.side == BUY else -1
+            bal[self.quote] = bal.get(self.quote, ZERO) - sign * f.quantity * f.price - fee_q
+            bal[base] = bal.get(base, ZERO) + sign * f.quantity - fee_b
+        if bal.get(self.quote, ZERO) < 0 or bal.get(base, ZERO) < 0:
+            self._balance_stale = True
+
     async def portfolio(self, prices: dict[str, float]) -> Portfolio:
         self.update_marks(prices)
         await self._refresh_balance()
@@ -279,7 +301,8 @@ class LiveExecutor(BaseExecutor):
     async def _send(self, o: Order, pos: Position) -> None:
         """Send a persisted ``new`` order once; any unclear outcome is resolved by looking it up."""
         self._orders[o.client_id] = o
-        self._balance_stale = True
+        if o.type != "market":
+            self._balance_stale = True  # a resting order locks funds: ask the exchange
         log.info("live: sending order %s: %s %s %s %s%s (position #%s, %s)", o.client_id, o.type, o.side, o.amount,
                  o.symbol, f" @ {o.price}" if o.price is not None else "", pos.id, o.intent)
         try:
@@ -369,9 +392,16 @@ class LiveExecutor(BaseExecutor):
             fills = await self._trades_for(o)
         if (o.status, o.filled, o.exchange_id) != before or fills:
             await self.record(o, pos, fills, detail=f"{detail}: {o.status.value} {o.filled}/{o.amount}")
-            self._balance_stale = True
-        if o.status.is_final and await self._recorded(o) >= o.filled:
+        have = await self._recorded(o)
+        if o.status.is_final and have < o.filled:
+            tries = self._fill_tries[o.client_id] = self._fill_tries.get(o.client_id, 0) + 1
+            if tries >= MAX_FILL_TRIES:
+                log.warning("live: order %s reports %s filled but the trade history shows %s after %d looks: the "
+                            "position counts what was recorded; check the account", o.client_id, o.filled, have, tries)
+                have = o.filled  # stop looking
+        if o.status.is_final and have >= o.filled:
             self._orders.pop(o.client_id, None)
+            self._fill_tries.pop(o.client_id, None)
         else:
             self._orders[o.client_id] = o
         if o.status.is_final:
@@ -490,7 +520,7 @@ class LiveExecutor(BaseExecutor):
 
     async def _send_exit(self, pos: Position, px: Decimal) -> None:
         s = await self._settlement(pos)
-        await self._refresh_balance(force=True)
+        await self._refresh_balance()
         free = self.balance.get(pos.base) if self._balance_ms is not None else None
         amount = s.remaining if free is None else min(s.remaining, free)
         market = self.market(pos.symbol)

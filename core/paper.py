@@ -59,9 +59,11 @@ class PaperExecutor(BaseExecutor):
                 cash += (value if side == SELL else -value) - fee
         return cash
 
-    def _apply_cash(self, f: Fill) -> None:
-        value = f.quantity * f.price
-        self.cash += (value if f.side == SELL else -value) - (f.fee if f.fee_asset in (None, self.quote) else ZERO)
+    def on_fills(self, order: Order, fills: list[Fill]) -> None:
+        for f in fills:
+            value = f.quantity * f.price
+            fee = f.fee if f.fee_asset in (None, self.quote) else ZERO
+            self.cash += (value if f.side == SELL else -value) - fee
 
     def _reserved(self) -> dict[str, Decimal]:
         fee = 1 + to_decimal(self.cfg.paper.fee_pct)
@@ -122,9 +124,7 @@ class PaperExecutor(BaseExecutor):
             return o
 
         fills = (lambda o: []) if limit else (lambda o: [self._fill(o, approval.amount, price)])
-        order, new = await self.record(make, pos, fills, detail="resting (paper)" if limit else "filled (paper)")
-        for f in new:
-            self._apply_cash(f)
+        order, _ = await self.record(make, pos, fills, detail="resting (paper)" if limit else "filled (paper)")
         if limit:
             self._resting[order.client_id] = order
         log.info("paper: %s %s %s %s @ %s (%s)", "placed limit buy" if limit else "bought", order.amount, sym,
@@ -160,11 +160,9 @@ class PaperExecutor(BaseExecutor):
         order.transition(OrderStatus.FILLED, now)
         order.filled, order.average = amount, fill_price
         pos.exit_reason = reason
-        _, new = await self.record(order, pos, [self._fill(order, amount, fill_price)],
-                                   detail=f"filled (paper): {reason}",
-                                   close_reason=reason if isinstance(left, Refusal) else None)
-        for f in new:
-            self._apply_cash(f)
+        await self.record(order, pos, [self._fill(order, amount, fill_price)],
+                          detail=f"filled (paper): {reason}",
+                          close_reason=reason if isinstance(left, Refusal) else None)
         log.info("paper: sold %s %s position #%s @ %s: %s (pnl %s)", amount, pos.symbol, pos.id, fill_price, reason,
                  pos.pnl)
 
@@ -193,9 +191,7 @@ class PaperExecutor(BaseExecutor):
                 o.transition(OrderStatus.FILLED, now)
                 o.filled, o.average = o.amount, o.price
                 self._resting.pop(o.client_id, None)
-                _, new = await self.record(o, pos, [self._fill(o, o.amount, o.price)], detail="filled (paper)")
-                for f in new:
-                    self._apply_cash(f)
+                await self.record(o, pos, [self._fill(o, o.amount, o.price)], detail="filled (paper)")
                 pos.highest = max(pos.highest, o.price)
                 log.info("paper: limit buy %s %s filled @ %s (price %s)", o.amount, o.symbol, o.price, px)
             elif now - o.created_ms >= self.cfg.trading.entry_timeout_s * 1000:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.clock import Clock
-from core.gateway import NotSupported, timeframe_ms
+from core.gateway import TIMEFRAME_MS, NotSupported, timeframe_ms
 from core.models import Fill, Market, Order, OrderBook, Ticker
 
 HEADER = "timestamp_ms,open,high,low,close,volume"
@@ -119,6 +119,10 @@ class ReplayGateway:
         # DIR/<tf>/ layout (like ../shared/data/ohlcv): only the requested timeframe is loaded, so a
         # folder that also holds 1m data for a few pairs does not change what is replayed.
         sub = self.data_dir / timeframe
+        present = sorted((d.name for d in self.data_dir.iterdir() if d.is_dir() and d.name in TIMEFRAME_MS),
+                         key=timeframe_ms)
+        if not sub.is_dir() and present:
+            raise DataError(f"{self.data_dir}: no {timeframe} candles (it has {', '.join(present)}/)")
         sources = {timeframe: sub if sub.is_dir() else self.data_dir}
         for tf, folder in sorted(sources.items()):
             files = sorted(folder.glob("*.csv")) + sorted(folder.glob("*.csv.gz"))

@@ -140,11 +140,11 @@ def fill_from_row(row: sqlite3.Row | tuple) -> Fill:
 
 
 FILL_COLUMNS = "id, trade_id, ts_ms, symbol, side, quantity, price, fee, fee_asset, order_id, source"
-_POS_COLS = ("id, symbol, strategy, status, amount, entry_price, stop, target, trail_pct, highest, entry_fees, "
+POSITION_COLUMNS = ("id, symbol, strategy, status, amount, entry_price, stop, target, trail_pct, highest, entry_fees, "
              "score, reason, opened_ms, closed_ms, exit_price, exit_reason, exit_fees, pnl")
 
 
-def _position(row: tuple) -> Position:
+def position_from_row(row: tuple) -> Position:
     (pid, symbol, strategy, status, amount, entry, stop, target, trail, highest, entry_fees, score, reason,
      opened, closed, exit_price, exit_reason, exit_fees, pnl) = row
     return Position(symbol=symbol, strategy=strategy, amount=Decimal(amount), entry_price=Decimal(entry),
@@ -252,7 +252,7 @@ class Store:
                 str(pos.target), str(pos.trail_pct), str(pos.highest), str(pos.entry_fees), pos.score, pos.reason,
                 pos.opened_ms, pos.closed_ms, None if pos.exit_price is None else str(pos.exit_price),
                 pos.exit_reason, str(pos.exit_fees), None if pos.pnl is None else str(pos.pnl))
-        cols = _POS_COLS.split(", ")[1:]
+        cols = POSITION_COLUMNS.split(", ")[1:]
         if pos.id is None:
             cur = await conn.execute(
                 f"INSERT INTO positions ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", vals)
@@ -262,13 +262,13 @@ class Store:
         return pos
 
     async def positions(self, status: str | None = None) -> list[Position]:
-        q, p = f"SELECT {_POS_COLS} FROM positions", ()
+        q, p = f"SELECT {POSITION_COLUMNS} FROM positions", ()
         if status == "open":
             q += " WHERE status IN ('open', 'closing')"
         elif status is not None:
             q, p = q + " WHERE status=?", (status,)
         async with self.db.execute(q + " ORDER BY id", p) as cur:
-            return [_position(tuple(r)) for r in await cur.fetchall()]
+            return [position_from_row(tuple(r)) for r in await cur.fetchall()]
 
     # --- equity and state -----------------------------------------------------------------------
     def record_equity(self, ts_ms: int, equity: Decimal, cash: Decimal) -> None:

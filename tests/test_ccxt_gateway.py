@@ -624,3 +624,15 @@ def test_odd_order_replies_are_refused():
             to_order({**ok, **change}, mine, 1)
     with pytest.raises(TemporaryError):
         to_order("<html>", mine, 1)
+
+
+def test_a_fee_without_its_asset_is_refused_not_guessed():
+    from core.ccxt_gateway import _Malformed, to_fill
+
+    trade = {"id": "7", "symbol": "BTC/USDT", "side": "buy", "amount": 0.1, "price": 50000.0,
+             "timestamp": 1_620_000_000_000, "order": "42", "fee": {"cost": 0.0001}}
+    with pytest.raises(_Malformed, match="without its asset"):
+        to_fill(trade)
+    ok = to_fill({**trade, "fee": {"cost": 0.0001, "currency": "BTC"}})
+    assert ok.fee_asset == "BTC" and str(ok.fee) == "0.0001"
+    assert to_fill({**trade, "fee": None}).fee == 0  # no fee charged: nothing to value

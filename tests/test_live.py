@@ -313,17 +313,23 @@ def test_restart_finds_fills_made_while_down_and_flags_strangers(tmp_path, caplo
                 px = await price(gw)
                 pos = await enter(ex, gw, "0.2", px=(px * D("0.998")).quantize(D("0.01")))
                 assert pos.amount == 0
-                # someone trades by hand on the same account
-                manual = Order("by-hand-1", ETH, BUY, "market", D("0.05"), None, "entry")
-                await gw.create_order(manual)
-                await gw.create_order(Order("by-hand-2", "BTC/USDT", "sell", "limit", D("0.005"),
-                                            (await price(gw, "BTC/USDT") * 2).quantize(D("0.01")), "exit"))
 
         asyncio.run(first())
         for _ in range(48):  # the bot is down while the market trades through the limit
             emu.advance(3_600_000)
             if not emu.account.open_orders("ETHUSDT"):
                 break
+
+        async def by_hand():  # meanwhile someone trades by hand on the same account
+            gw = CcxtGateway(cfg, Secrets(emu.api_key, emu.api_secret), WallClock())
+            try:
+                await gw.create_order(Order("by-hand-1", ETH, BUY, "market", D("0.05"), None, "entry"))
+                await gw.create_order(Order("by-hand-2", "BTC/USDT", "sell", "limit", D("0.005"),
+                                            (await price(gw, "BTC/USDT") * 2).quantize(D("0.01")), "exit"))
+            finally:
+                await gw.close()
+
+        asyncio.run(by_hand())
 
         async def restart():
             async with session(emu, tmp_path / "live.db", cfg) as (ex, store, gw):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import replace
 
 from core.config import ConfigError
@@ -11,7 +10,6 @@ from core.store import Store, db_path
 
 NAME = "run"
 HELP = "run the trading loop (the systemd service runs this); --replay DIR for recorded data"
-log = logging.getLogger("pitrader")
 
 
 def configure(p) -> None:
@@ -39,9 +37,6 @@ async def _run(args, ctx) -> int:
     else:
         gateway, clock = live_setup(cfg, secrets)
         path, end_ms, interval = db_path(ctx.state_dir, cfg.mode), None, None
-    if cfg.mode == "live":
-        log.warning("LIVE mode: real orders will be placed on %s%s", cfg.exchange.id,
-                    " (testnet)" if cfg.exchange.testnet or secrets.testnet else "")
 
     def reload_config():
         new = ctx.reload_config()

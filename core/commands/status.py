@@ -43,7 +43,7 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
     """The status document (the `--json` output) from the state DB at ``path``."""
     from core.risk import STATE_KEY, utc_day
     from core.stats import trade_stats
-    from core.store import _POS_COLS, _position
+    from core.store import POSITION_COLUMNS, position_from_row
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     doc: dict[str, Any] = {"mode": mode, "equity": None, "open_positions": [], "day_pnl": None, "halts": [],
@@ -59,8 +59,8 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
         snap = conn.execute("SELECT ts_ms, equity FROM equity ORDER BY ts_ms DESC LIMIT 1").fetchone()
         equity = risk.get("last_equity") or (snap[1] if snap else None)
         doc["equity"] = _num(equity)
-        rows = conn.execute(f"SELECT {_POS_COLS} FROM positions ORDER BY id").fetchall()
-        positions = [_position(tuple(r)) for r in rows]
+        rows = conn.execute(f"SELECT {POSITION_COLUMNS} FROM positions ORDER BY id").fetchall()
+        positions = [position_from_row(tuple(r)) for r in rows]
         doc["open_positions"] = [
             {"id": p.id, "symbol": p.symbol, "strategy": p.strategy, "status": p.status, "amount": float(p.amount),
              "entry_price": float(p.entry_price), "stop": float(p.stop), "target": float(p.target),
