@@ -35,6 +35,7 @@ class CliContext:
     env_path: Path | None
     state_dir: Path
     console: Console = field(default_factory=lambda: Console(stderr=False, highlight=False))
+    config_given: bool = False  # --config named explicitly (then it must exist)
     _config: Config | None = None
     _secrets: Secrets | None = None
 
@@ -42,6 +43,13 @@ class CliContext:
         if self._config is None:
             self._config = load_config(self.config_path)
         return self._config
+
+    def config_or_defaults(self) -> Config:
+        """For offline commands (demo, backtest, download): a checkout without a config file
+        runs on the defaults; a config that exists, or one named with --config, must be valid."""
+        if self.config_given or self.config_path.exists():
+            return self.config()
+        return Config()
 
     def reload_config(self) -> Config:
         """Read config and secrets again (SIGHUP); raises ConfigError and keeps the old ones if bad."""
@@ -121,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         config_path=Path(args.config) if args.config else default_config_path(),
         env_path=Path(args.env_file) if args.env_file else default_env_path(),
         state_dir=resolve_state_dir(args.state_dir),
+        config_given=bool(args.config),
     )
     try:
         return int(commands[args.command].run(args, ctx) or 0)

@@ -232,3 +232,23 @@ def test_dev_mode_second_run_changes_nothing():
     r = run_install("--dev")
     assert "up to date" in r.stdout and "installing" not in r.stdout
     assert stamp.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("script, message", [
+    ('[ "$1" = --version ] && echo "Python 3.9.2" && exit 0\nexit 1\n',
+     "Python 3.11 or newer is required (found: Python 3.9.2)"),
+    # new enough, but Debian's python3 without the python3-venv package
+    ('[ "$1" = --version ] && echo "Python 3.11.2" && exit 0\ncase "$2" in *venv*) exit 1;; esac\nexit 0\n',
+     "the Python 'venv' module is missing; on Debian/Pi OS: sudo apt-get install python3-venv"),
+])
+def test_dev_mode_fails_loudly_and_touches_nothing(tmp_path, script, message):
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(0o755)
+    venv_before = sorted(p.name for p in (ROOT / ".venv").iterdir()) if (ROOT / ".venv").exists() else None
+    r = subprocess.run(["bash", str(INSTALL), "--dev"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHON": str(fake)})
+    assert r.returncode != 0
+    assert message in r.stderr and r.stderr.count("\n") <= 3
+    after = sorted(p.name for p in (ROOT / ".venv").iterdir()) if (ROOT / ".venv").exists() else None
+    assert after == venv_before

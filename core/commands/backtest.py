@@ -83,16 +83,13 @@ def run(args, ctx) -> int:
     from core.backtest import BacktestError, BacktestSpec, parse_date, run_backtest
     from core.backtest_report import export, render, stats_of, to_json
     from core.backtest_signals import SignalMismatch
-    from core.config import Config, load_config
     from core.replay import DataError
 
     def fail(code: int, message: str) -> int:
         print(f"pitrader backtest: {message}", file=sys.stderr)
         return code
 
-    # like `demo`, a checkout without config.json backtests the defaults; a named --config must exist
-    given = getattr(args, "config", None)
-    cfg = load_config(ctx.config_path) if given or ctx.config_path.exists() else Config()
+    cfg = ctx.config_or_defaults()
     if args.export and Path(args.export).suffix.lower() not in (".html", ".htm", ".svg"):
         return fail(EX_USAGE, f"--export {args.export}: expected a file name ending in .html or .svg")
     if args.verify < 0:

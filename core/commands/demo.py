@@ -63,16 +63,13 @@ async def _demo(args, ctx, cfg) -> dict:
 
 
 def run(args, ctx) -> int:
-    from core.config import Config, load_config
     from core.replay import DataError
 
     if not Path(args.data).is_dir():
         raise DataError(f"{args.data}: sample data not found (it ships with the git checkout, not the installed "
                         "package); run the demo from a checkout or pass --data DIR")
 
-    # The demo never trades for real: the user's config minus mode and exchange.
-    cfg = load_config(ctx.config_path) if ctx.config_path.exists() else Config()
-    cfg = replace(cfg, mode="paper")
+    cfg = replace(ctx.config_or_defaults(), mode="paper")  # the demo never trades for real
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     summary = asyncio.run(_demo(args, ctx, cfg))
     if args.json:

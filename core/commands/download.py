@@ -48,7 +48,7 @@ class _Bar:
 
 def run(args, ctx) -> int:
     from core.backtest import BacktestError, iso, parse_date
-    from core.config import Config, Secrets, load_config
+    from core.config import Secrets
     from core.download import Banned, csv_path, download, last_timestamp, parse_pairs
     from core.gateway import TIMEFRAME_MS, timeframe_ms
     from core.runtime import live_setup
@@ -57,8 +57,7 @@ def run(args, ctx) -> int:
         print(f"pitrader download: {message}", file=sys.stderr)
         return code
 
-    given = getattr(args, "config", None)
-    cfg = load_config(ctx.config_path) if given or ctx.config_path.exists() else Config()
+    cfg = ctx.config_or_defaults()
     try:
         pairs = parse_pairs(args.pairs)
         since = parse_date(args.since, "--since")
