@@ -18,7 +18,7 @@ from typing import Callable
 from core.clock import Clock, VirtualClock
 from core.config import Config, ConfigError
 from core.executor import Executor, make_executor
-from core.exits import exit_reason
+from core.exits import candle_exit, exit_reason
 from core.gateway import ExchangeGateway, GatewayError, NotSupported
 from core.models import Market, ScanResult
 from core.pipeline import ScanPipeline
@@ -146,19 +146,31 @@ class Engine:
         done = []
         now = self.clock.now_ms()
         for pos in positions:
-            price = prices.get(pos.symbol)
-            if price is None:
+            if self.risk.emergency:
+                decision = ("emergency: " + "; ".join(self.risk.halts), prices.get(pos.symbol))
+            elif self.replay and (candle := await self._last_candle(pos)) is not None:
+                decision = candle_exit(pos, candle, now, self.cfg.trading)
+            elif pos.symbol in prices:
+                reason = exit_reason(pos, Decimal(str(prices[pos.symbol])), now, self.cfg.trading)
+                decision = (reason, prices[pos.symbol]) if reason else None
+            else:
                 log.warning("no price for open position %s #%s: exit check skipped this time", pos.symbol, pos.id)
                 continue
-            reason = ("emergency: " + "; ".join(self.risk.halts)) if self.risk.emergency else \
-                exit_reason(pos, Decimal(str(price)), now, self.cfg.trading)
-            if reason is None:
+            if decision is None or decision[1] is None:
                 continue
+            reason, price = decision[0], float(decision[1])
             log.info("exit %s #%s at ~%s: %s", pos.symbol, pos.id, price, reason)
             await self.executor.close_position(pos, reason, price)
             self.risk.on_exit(pos.symbol, now)
             done.append(f"{pos.symbol} {reason}")
         return done
+
+    async def _last_candle(self, pos) -> tuple[Decimal, Decimal, Decimal, Decimal] | None:
+        """Replay: the candle that just closed, if the position was open for all of it."""
+        rows = await self.gateway.fetch_ohlcv(pos.symbol, self.cfg.scanner.timeframes[0], limit=1)
+        if not len(rows) or rows[-1, 0] < pos.opened_ms:
+            return None  # opened after it began (or a data gap): judge by the close instead
+        return tuple(Decimal(repr(float(v))) for v in rows[-1, 1:5])  # type: ignore[return-value]
 
     async def _enter(self, scan: ScanResult, prices: dict[str, float], report: CycleReport) -> None:
         paused = self.hooks.entries_paused()

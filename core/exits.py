@@ -45,3 +45,29 @@ def exit_reason(pos: Position, price: Decimal, now_ms: int, cfg: TradingConfig) 
     if cfg.max_hold_hours > 0 and now_ms - pos.opened_ms >= cfg.max_hold_hours * HOUR_MS:
         return TIME_EXIT
     return None
+
+
+def candle_exit(pos: Position, candle: tuple[Decimal, Decimal, Decimal, Decimal], now_ms: int,
+                cfg: TradingConfig) -> tuple[str, Decimal] | None:
+    """Exit over one closed candle (open, high, low, close) the position held throughout.
+
+    Recorded data has no ticks between closes, but the candle's range says which levels the
+    price crossed: a stop is filled at the stop (or at the open when the candle gapped through
+    it), a target at the target, instead of wherever the close happens to be. A candle that
+    touched both is taken as the stop: the order inside it is unknown, so assume the worse.
+    The high raises the trailing stop only for later candles. Returns (reason, price) or None.
+    """
+    if pos.status != "open" or pos.amount <= 0:
+        return None
+    o, h, low, c = candle
+    trail = trailing_stop(pos, cfg)
+    level = pos.stop if trail is None or trail <= pos.stop else trail
+    if low <= level:
+        return (TRAILING_STOP if level is trail else STOP_LOSS), min(o, level)
+    if h >= pos.target:
+        return TAKE_PROFIT, max(o, pos.target)
+    if h > pos.highest:
+        pos.highest = h
+    if cfg.max_hold_hours > 0 and now_ms - pos.opened_ms >= cfg.max_hold_hours * HOUR_MS:
+        return TIME_EXIT, c
+    return None

@@ -220,15 +220,18 @@ def test_deterministic_json_and_schema(data, tmp_path):
 
 
 def test_trades_and_totals_checked_by_hand(data, run):
-    """Each trade from the candles and the paper rules (fill at the close -/+ slippage, fee on the
-    value); totals, win rate, profit factor and drawdown recomputed with plain arithmetic."""
+    """Each trade from the candles and the paper rules (entries fill at the close + slippage; a
+    stop or target crossed inside a candle fills at that level, or at the open when the candle
+    gapped through it; other exits at the close; fee on the value); totals, win rate, profit
+    factor and drawdown recomputed with plain arithmetic."""
     result, db = run
     cfg = result.cfg
     slip, fee_pct = cfg.paper.slippage_pct, cfg.paper.fee_pct
-    closes = {}
+    closes, candles = {}, {}
     for sym in PAIRS:
         arr = np.loadtxt(data / "1h" / (sym.replace("/", "_") + ".csv"), delimiter=",", skiprows=1)
         closes[sym] = {int(r[0]): float(r[4]) for r in arr}
+        candles[sym] = {int(r[0]): [Decimal(repr(float(v))) for v in r[1:5]] for r in arr}
     conn = sqlite3.connect(db)
     fills = conn.execute("SELECT f.side, f.quantity, f.price, f.fee, f.ts_ms, o.position_id FROM fills f "
                          "JOIN orders o ON o.client_id = f.order_id ORDER BY f.id").fetchall()
@@ -243,19 +246,20 @@ def test_trades_and_totals_checked_by_hand(data, run):
         assert sold == qty
         # the price a cycle acts on is the close of the candle that just closed
         assert buy == Decimal(repr(closes[p.symbol][t_in - H])) * (1 + slip)
-        assert sell == Decimal(repr(closes[p.symbol][t_out - H])) * (1 - slip)
+        o, hi, lo, close = candles[p.symbol][t_out - H]
+        kind = p.exit_reason.split(":")[0]
+        level = {"stop_loss": min(o, p.stop), "take_profit": max(o, p.target)}.get(kind, close)
+        assert sell == Decimal(repr(float(level))) * (1 - slip), (p, kind)
         assert buy_fee == qty * buy * fee_pct and sell_fee == qty * sell * fee_pct
         pnl = qty * sell - qty * buy - buy_fee - sell_fee
         assert p.pnl == pnl
         pnls.append(pnl)
         fees += buy_fee + sell_fee
-        # the exit came at the first close past a level, not later
-        path = [closes[p.symbol].get(t - H) for t in range(t_in + H, t_out, H)]
-        kind = p.exit_reason.split(":")[0]
+        # the exit came in the first candle whose range crossed a level, not later
+        path = [candles[p.symbol].get(t - H) for t in range(t_in + H, t_out, H)]
         if kind in ("stop_loss", "take_profit", "time_exit"):
-            assert all(c is None or p.stop < Decimal(repr(c)) < p.target for c in path), p
-            last = Decimal(repr(closes[p.symbol][t_out - H]))
-            assert {"stop_loss": last <= p.stop, "take_profit": last >= p.target,
+            assert all(c is None or (c[2] > p.stop and c[1] < p.target) for c in path), p
+            assert {"stop_loss": lo <= p.stop, "take_profit": hi >= p.target and lo > p.stop,
                     "time_exit": t_out - t_in >= cfg.trading.max_hold_hours * H}[kind], p
     doc = to_json(result)
     wins, losses = [x for x in pnls if x > 0], [x for x in pnls if x < 0]

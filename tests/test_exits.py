@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from core.config import TradingConfig
 from core.exits import exit_reason
 from core.models import Position
@@ -60,3 +62,43 @@ def test_time_exit_and_what_is_never_exited():
     # an entry still waiting for its fill, or a position already being closed: nothing to do
     assert exit_reason(pos(amount=D(0)), D("1000"), T0 + 99 * H, cfg) is None
     assert exit_reason(pos(status="closing"), D("1000"), T0 + 99 * H, cfg) is None
+
+
+def _candle_pos(**kw):
+    from core.models import Position
+
+    base = dict(symbol="ETH/USDT", strategy="t", amount=D("1"), entry_price=D("100"), stop=D("97"),
+                target=D("106"), opened_ms=0, highest=D("100"))
+    base.update(kw)
+    return Position(**base)
+
+
+@pytest.mark.parametrize("candle, expected", [
+    ((D("99"), D("101"), D("96.5"), D("100.5")), ("stop_loss", D("97"))),       # wick through the stop
+    ((D("95"), D("96"), D("94"), D("95.5")), ("stop_loss", D("95"))),           # gapped below: the open
+    ((D("101"), D("107"), D("100"), D("101")), ("take_profit", D("106"))),      # wick to the target
+    ((D("108"), D("109"), D("107"), D("108")), ("take_profit", D("108"))),      # gapped above: the open
+    ((D("100"), D("107"), D("96"), D("100")), ("stop_loss", D("97"))),          # both touched: the worse
+    ((D("100"), D("105"), D("98"), D("99")), None),                             # nothing crossed
+])
+def test_candle_exit_uses_the_range_not_only_the_close(candle, expected):
+    from core.config import TradingConfig
+    from core.exits import candle_exit
+
+    assert candle_exit(_candle_pos(), candle, 3_600_000, TradingConfig()) == expected
+
+
+def test_candle_exit_trail_and_time():
+    from core.config import TradingConfig
+    from core.exits import candle_exit
+
+    cfg = TradingConfig(trailing_stop_pct=0.02, max_hold_hours=2)
+    pos = _candle_pos()
+    # the high raises the trail for LATER candles only: 105 * 0.98 = 102.9
+    assert candle_exit(pos, (D("100"), D("105"), D("103"), D("104")), 3_600_000, cfg) is None
+    assert pos.highest == D("105")
+    assert candle_exit(pos, (D("104"), D("104.5"), D("102"), D("103")), 3_600_000, cfg) == \
+        ("trailing_stop", D("102.90"))
+    later = _candle_pos()
+    assert candle_exit(later, (D("100"), D("101"), D("99"), D("100.5")), 2 * 3_600_000, cfg) == \
+        ("time_exit", D("100.5"))
