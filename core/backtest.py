@@ -157,9 +157,9 @@ class Progress:
 
 async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | None = None,
                        install_signals: bool = False, plain: bool = False) -> BacktestResult:
-    """Run the backtest; ``plain`` uses the engine's own ReplayGateway tickers and paper executor
+    """Run the backtest; ``plain`` uses the engine's own ReplayGateway tickers
     (slower, same results: the tests compare both)."""
-    from core.backtest_engine import BacktestGateway, BacktestPaperExecutor
+    from core.backtest_engine import BacktestGateway
     from core.backtest_signals import PrecomputedPipeline, SignalTable, reference_check
     from core.backtest_store import backtest_store
     from core.engine import Engine, Hooks
@@ -229,11 +229,8 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
                 self.active = names
                 ui.cycle(report.ts_ms, report.equity, self.trades)
 
-        # BacktestPaperExecutor: same fills and numbers as the engine's own paper executor,
-        # without re-converting prices
         engine = Engine(cfg, gateway, store, clock, hooks=BacktestHooks(),
-                        pipeline=PrecomputedPipeline(table, clock, check if sample else None),
-                        executor=None if plain else BacktestPaperExecutor(cfg, store, gateway, clock))
+                        pipeline=PrecomputedPipeline(table, clock, check if sample else None))
         if install_signals:
             engine.install_signal_handlers()
         await engine.run(max_cycles=len(times), until_ms=end, interval_s=tf_ms / 1000)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from core.clock import Clock, VirtualClock
 from core.config import Config, ConfigError
-from core.executor import Executor, make_executor
+from core.executor import make_executor
 from core.exits import candle_exit, exit_reason
 from core.gateway import ExchangeGateway, GatewayError, NotSupported
 from core.models import Market, ScanResult
@@ -73,7 +73,7 @@ class Hooks:
 class Engine:
     def __init__(self, cfg: Config, gateway: ExchangeGateway, store: Store, clock: Clock, *,
                  hooks: Hooks | None = None, config_loader: Callable[[], Config] | None = None,
-                 pipeline: ScanPipeline | None = None, executor: Executor | None = None) -> None:
+                 pipeline: ScanPipeline | None = None) -> None:
         self.cfg = cfg
         self.gateway = gateway
         self.store = store
@@ -84,7 +84,7 @@ class Engine:
         # Backtests inject a pipeline that serves precomputed signals; everything after it is shared.
         self.pipeline = pipeline or ScanPipeline(cfg, gateway, clock)
         self.risk = RiskGate(cfg, store, clock)
-        self.executor = executor or make_executor(cfg, store, gateway, clock)
+        self.executor = make_executor(cfg, store, gateway, clock)
         self.markets: dict[str, Market] = {}
         self.cycles = 0
         self.last_report: CycleReport | None = None

@@ -176,6 +176,7 @@ class BaseExecutor:
         self.quote = cfg.universe.quote
         self.markets: dict[str, Market] = {}
         self.prices: dict[str, Decimal] = {}
+        self._priced: dict[str, float] = {}  # the float each mark was converted from
         self._open: dict[int, Position] = {}
         self._remaining: dict[int, Decimal] = {}
         self._saved_high: dict[int, Decimal] = {}
@@ -305,7 +306,9 @@ class BaseExecutor:
 
     def update_marks(self, prices: dict[str, float]) -> dict[str, Decimal]:
         for sym, p in prices.items():
-            if p is not None and p > 0:
+            # convert only what changed: a cycle passes the same prices several times
+            if p is not None and p > 0 and self._priced.get(sym) != p:
+                self._priced[sym] = p
                 self.prices[sym] = to_decimal(p)
         for pos in self._open.values():
             px = self.prices.get(pos.symbol)

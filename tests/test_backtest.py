@@ -157,9 +157,9 @@ async def _positions(db: Path) -> list[Position]:
         return await store.positions()
 
 
-def test_same_fills_as_the_engines_own_gateway_and_executor(data, run, tmp_path):
-    """The backtest's faster ticker lookups and price marks change nothing: compare with a run on the
-    plain ReplayGateway and the engine's own paper executor."""
+def test_same_fills_as_the_engines_own_gateway(data, run, tmp_path):
+    """The backtest's faster ticker lookups change nothing: compare with a run on the
+    plain ReplayGateway."""
     _, db = run
     plain = tmp_path / "plain.db"
     asyncio.run(run_backtest(cfg_for_tests(), BacktestSpec(data, db=plain, verify=0), plain=True))
