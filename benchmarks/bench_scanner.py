@@ -96,9 +96,9 @@ def cycle_benchmark(cycles: int) -> dict[str, float]:
         t1 = time.perf_counter()
         inp = ScanInput(sv.symbols, Indicators(sv), Indicators(hv))
         ok = np.ones(len(sv.symbols), dtype=bool)
-        scanner._rank(inp, ok)  # first pass: computes the indicators
+        scanner.rank(inp, ok)  # first pass: computes the indicators
         t2 = time.perf_counter()
-        scanner._rank(inp, ok)  # second pass: indicators cached, strategies + ranking only
+        scanner.rank(inp, ok)  # second pass: indicators cached, strategies + ranking only
         t3 = time.perf_counter()
         quality.append(t1 - t0)
         strategies.append(t3 - t2)

@@ -36,7 +36,8 @@ from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE  # noqa: E4
 
 from core.clock import Clock
 from core.config import Config, ConfigError, Secrets
-from core.gateway import (GatewayError, OrderRejected, RateLimited, TemporaryError, timeframe_ms)
+from core.gateway import (AuthenticationFailed, GatewayError, OrderRejected, RateLimited, TemporaryError,
+                          timeframe_ms)
 from core.models import Fill, Market, Order, OrderBook, OrderStatus, Ticker
 from core.ratelimit import (ACCOUNT, BINANCE_SPOT_WEIGHT_LIMIT, MARKET, ORDERS, Backoff, CircuitOpen,
                             RequestGuard, WeightBudget, binance_weight)
@@ -57,10 +58,6 @@ _STATUS = {  # Binance order status (info.status) first, ccxt's unified status a
     "open": OrderStatus.SUBMITTED, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
     "cancelled": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED, "expired": OrderStatus.EXPIRED,
 }
-
-
-class AuthenticationFailed(GatewayError):
-    """The exchange refused our key or signature. Never retried; the message names no secret."""
 
 
 class OrderNotFound(GatewayError):

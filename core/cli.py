@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -19,12 +20,15 @@ from rich.highlighter import RegexHighlighter
 from rich.theme import Theme
 
 from core import __version__
+from core.gateway import AuthenticationFailed, GatewayError
 from core.replay import DataError
 from core.config import (EX_CONFIG, Config, ConfigError, Secrets, check_mode, default_config_path,
                          default_env_path, load_config, load_secrets)
 
 EX_USAGE = 2
 EX_DATAERR = 65  # sysexits: bad input data (recorded candles, imports)
+EX_UNAVAILABLE = 69  # the exchange cannot be reached
+EX_SOFTWARE = 70  # a bug
 
 
 @dataclass
@@ -100,21 +104,28 @@ class RichParser(argparse.ArgumentParser):
         console.print(self.format_help(), markup=False, soft_wrap=True)
 
 
+def _global_options(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--config", metavar="PATH", default=default, help="config.json to use")
+    parser.add_argument("--env-file", metavar="PATH", default=default, help="secrets file (BINANCE_API_KEY, ...)")
+    parser.add_argument("--state-dir", metavar="DIR", default=default,
+                        help="state directory (default $STATE_DIRECTORY or ./var)")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = RichParser(
         prog="pitrader", formatter_class=fmt,
         description="Crypto trading appliance: numba market scanner, risk-gated executor, tax ledger.",
         epilog="Config: --config, else $PITRADER_CONFIG, /etc/pitrader/config.json, ./config.json. "
-               "Exit codes: 0 ok, 2 usage, 78 bad configuration or secrets.")
+               "Exit codes: 0 ok, 1 a check or download failed, 2 usage, 65 bad input data, 69 exchange "
+               "unreachable, 70 internal error, 78 bad configuration or secrets.")
     parser.add_argument("--version", action="version", version=f"pitrader {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="config.json to use")
-    parser.add_argument("--env-file", metavar="PATH", help="secrets file (BINANCE_API_KEY, ...)")
-    parser.add_argument("--state-dir", metavar="DIR", help="state directory (default $STATE_DIRECTORY or ./var)")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RichParser)
     commands = _commands()
     for name, mod in commands.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, formatter_class=fmt)
+        _global_options(p, argparse.SUPPRESS)  # `pitrader status --state-dir X` works too
         mod.configure(p)
     return parser, commands
 
@@ -139,8 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"pitrader: data error: {exc}", file=sys.stderr)
         return EX_DATAERR
+    except AuthenticationFailed as exc:
+        print(f"pitrader: config error: the exchange refused the API key ({exc}); check {ctx.env_path or 'the env file'}",
+              file=sys.stderr)
+        return EX_CONFIG
+    except GatewayError as exc:
+        print(f"pitrader: exchange unavailable: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+    except Exception:  # noqa: BLE001 - a bug: the journal gets the traceback at error priority
+        logging.getLogger("pitrader").exception("pitrader %s failed unexpectedly", args.command)
+        return EX_SOFTWARE
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ class ConfigError(Exception):
 def opt(default: Any, help: str, **checks: Any) -> Any:
     """A config field: default, a one-line description (for the README/reference) and checks."""
     meta = {"help": help, **checks}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    if isinstance(default, list):  # immutable, as the loader makes them: a frozen config stays frozen
+        return field(default_factory=lambda d=default: tuple(d), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda d=default: types.MappingProxyType(dict(d)), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -263,12 +265,7 @@ def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
         if name in data:
             values[name] = _coerce(data[name], hints[name], file, key)
         else:
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            if isinstance(default, list):
-                default = tuple(default)
-            elif isinstance(default, dict):
-                default = types.MappingProxyType(default)
-            values[name] = default
+            values[name] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         _check(values[name], f.metadata, file, key)
     return cls(**values)
 

@@ -19,7 +19,7 @@ from core.clock import Clock, VirtualClock
 from core.config import Config, ConfigError
 from core.executor import make_executor
 from core.exits import candle_exit, exit_reason
-from core.gateway import ExchangeGateway, GatewayError, NotSupported
+from core.gateway import AuthenticationFailed, ExchangeGateway, GatewayError, NotSupported
 from core.models import Market, ScanResult
 from core.pipeline import ScanPipeline
 from core.risk import Approval, RiskGate
@@ -71,6 +71,8 @@ class Hooks:
 
 
 class Engine:
+    start_retry_s = 5.0  # first wait after a failed start; doubles up to 5 minutes
+
     def __init__(self, cfg: Config, gateway: ExchangeGateway, store: Store, clock: Clock, *,
                  hooks: Hooks | None = None, config_loader: Callable[[], Config] | None = None,
                  pipeline: ScanPipeline | None = None) -> None:
@@ -126,7 +128,18 @@ class Engine:
     async def _prices(self, symbols: set[str]) -> dict[str, float]:
         if not symbols:
             return {}
-        tickers = await self.gateway.fetch_tickers(sorted(symbols))
+        try:
+            tickers = await self.gateway.fetch_tickers(sorted(symbols))
+        except GatewayError as exc:
+            if exc.retryable:
+                raise
+            # one bad symbol (delisted: the exchange refuses the whole batch) must not blind the rest
+            tickers = {}
+            for sym in sorted(symbols):
+                try:
+                    tickers.update(await self.gateway.fetch_tickers([sym]))
+                except GatewayError as one:
+                    log.warning("no price for %s: %s", sym, one)
         return {s: t.last for s, t in tickers.items() if t.last and t.last > 0}
 
     async def _book(self, symbol: str):
@@ -206,22 +219,30 @@ class Engine:
             portfolio = None
             if pos is not None:
                 report.entries.append(f"{opp.symbol} {opp.strategy} {opp.score:.0f}")
+            else:  # refused by the exchange: cool the pair down instead of retrying every cycle
+                self.risk.on_exit(opp.symbol, self.clock.now_ms())
 
     async def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
         await self._apply_reload()
+        self.markets = await self.gateway.load_markets()  # cached; the gateway refreshes hourly
+        self.executor.update_markets(self.markets)
         scan = await self.scan()
         self.hooks.progress()
         now = self.clock.now_ms()
         open_syms = {p.symbol for p in self.executor.positions}
         prices = await self._prices(open_syms | {o.symbol for o in scan.opportunities})
         portfolio = await self.executor.portfolio(prices)
-        for halt in await self.risk.on_equity(portfolio.equity, now):
-            log.warning("halt: %s", halt)
+        valued = self.executor.valuation_ok
+        if valued:
+            for halt in await self.risk.on_equity(portfolio.equity, now):
+                log.warning("halt: %s", halt)
+        else:
+            log.warning("equity unknown (no current balance): no halts judged and no new entries this cycle")
         report = CycleReport(now, scan, portfolio.equity, portfolio.cash, len(portfolio.positions))
         report.exits = await self.check_exits(prices)
         self.hooks.progress()
-        if not self.stopping:
+        if valued and not self.stopping:
             await self._enter(scan, prices, report)
             self.hooks.progress()
         await self.executor.poll()
@@ -256,13 +277,21 @@ class Engine:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             await self.hooks.on_reloaded(False, self.cfg)
             return
-        if new.mode != self.cfg.mode or new.exchange != self.cfg.exchange:
-            log.error("reload rejected: mode and exchange settings need a restart (systemctl restart pitrader)")
+        old = self.cfg
+        fixed = {"mode": (new.mode, old.mode), "exchange": (new.exchange, old.exchange),
+                 "universe.quote": (new.universe.quote, old.universe.quote),
+                 "scanner.timeframes": (new.scanner.timeframes, old.scanner.timeframes),
+                 "scanner.candles": (new.scanner.candles, old.scanner.candles)}
+        changed = [k for k, (a, b) in fixed.items() if a != b]
+        if changed:
+            log.error("reload rejected, keeping the running configuration: %s need a restart "
+                      "(systemctl restart pitrader)", ", ".join(changed))
             await self.hooks.on_reloaded(False, self.cfg)
             return
         self.cfg = new
         self.pipeline.update_config(new)
         self.risk.update_config(new)
+        self.executor.update_config(new)
         log.info("configuration reloaded from %s; open positions untouched", new.source)
         await self.hooks.on_reloaded(True, new)
 
@@ -292,21 +321,47 @@ class Engine:
             except GatewayError as exc:
                 log.warning("exit monitor: %s (will retry)", exc)
 
+    async def _start_with_retry(self) -> None:
+        """Markets and reconciliation, retried through outages: a Pi often boots before its
+        network is up, and an exchange has maintenance windows."""
+        delay = self.start_retry_s
+        while not self.stopping:
+            try:
+                await self.start()
+                return
+            except AuthenticationFailed:
+                raise
+            except (GatewayError, OSError) as exc:
+                if self.replay:
+                    raise
+                log.warning("start: %s; retrying in %.0f s", exc, delay)
+                self.hooks.progress()
+                try:  # nothing to watch yet: just wait, waking early on a stop request
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(delay * 2, 300.0)
+
     async def run(self, *, max_cycles: int | None = None, until_ms: int | None = None,
                   interval_s: float | None = None) -> int:
         """Loop until stopped, ``max_cycles`` done or the clock passes ``until_ms``; returns cycles run."""
         try:
-            await self.start()
+            await self._start_with_retry()
             first = True
             while not self.stopping:
                 if until_ms is not None and self.clock.now_ms() > until_ms:
                     break
                 try:
                     report = await self.cycle()
-                except GatewayError as exc:
-                    if not exc.retryable:
-                        raise
-                    log.warning("cycle failed: %s; retrying next interval", exc)
+                except AuthenticationFailed:
+                    raise  # a configuration problem: retrying cannot help
+                except Exception as exc:  # noqa: BLE001 - the appliance keeps watching its positions
+                    if self.replay:
+                        raise  # recorded data: a failure is a bug to see, not an outage to ride out
+                    if isinstance(exc, GatewayError):
+                        log.warning("cycle failed: %s; retrying next interval", exc)
+                    else:
+                        log.exception("cycle failed unexpectedly; retrying next interval")
                     report = None
                 if report is not None:
                     if first:

@@ -186,6 +186,21 @@ class BaseExecutor:
         """Open positions (incl. ones still being entered or closed): the objects exits should see."""
         return list(self._open.values())
 
+    @property
+    def valuation_ok(self) -> bool:
+        """Whether ``portfolio()`` rests on a current balance; when not, its equity must not
+        raise halts or size entries (a failed balance fetch is not a 90 % loss)."""
+        return True
+
+    def update_markets(self, markets: dict[str, Market]) -> None:
+        """The exchange's current rules (the gateway refreshes them hourly)."""
+        if markets:
+            self.markets = markets
+
+    def update_config(self, cfg: Config) -> None:
+        """A reload: order type, timeouts, fees apply to orders from now on; open ones keep theirs."""
+        self.cfg = cfg
+
     def market(self, symbol: str) -> Market:
         m = self.markets.get(symbol)
         if m is None:

@@ -34,6 +34,11 @@ class OrderRejected(GatewayError):
     """The exchange refused the order (insufficient balance, filters): never retry as is."""
 
 
+class AuthenticationFailed(GatewayError):
+    """The exchange refused our key or signature: a configuration problem, never retried; the
+    message names no secret."""
+
+
 class NotSupported(GatewayError):
     """This gateway cannot do that (e.g. order books in replay)."""
 

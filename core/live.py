@@ -54,6 +54,7 @@ class LiveExecutor(BaseExecutor):
         self._orders: dict[str, Order] = {}  # not final yet, or final with fills still to fetch
         self.balance: dict[str, Decimal] = {}
         self._balance_ms: int | None = None
+        self._balance_ok = False  # the last balance request succeeded
         self._balance_at = -1e9  # time.monotonic() of the last fetch
         self._balance_stale = True
         self._exit_after: dict[int, int] = {}  # position id -> no new exit attempt before this time
@@ -245,13 +246,20 @@ class LiveExecutor(BaseExecutor):
             bal = await self.gateway.fetch_balance()
         except GatewayError as exc:
             log.warning("live: balance unavailable (%s); using the last known", _short(exc))
+            self._balance_ok = False
             return False
         if not isinstance(bal, dict) or any(not isinstance(v, Decimal) or v < 0 for v in bal.values()):
             log.warning("live: malformed balance reply ignored; using the last known")
+            self._balance_ok = False
             return False
         self.balance, self._balance_ms, self._balance_stale = dict(bal), now, False
         self._balance_at = time.monotonic()
+        self._balance_ok = True
         return True
+
+    @property
+    def valuation_ok(self) -> bool:
+        return self._balance_ms is not None and self._balance_ok
 
     def on_fills(self, order: Order, fills: list[Fill]) -> None:
         """Follow market-order fills in the cached balance (saves a balance request per order);

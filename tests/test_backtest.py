@@ -339,7 +339,6 @@ def test_cli_page_exports_and_strategy_choice(data, tmp_path):
     (["--from", "yesterday"], "--from: expected a date"),
     (["--from", "2030-01-01"], "no candle closes between"),
     (["--export", "report.pdf"], "expected a file name ending in .html or .svg"),
-    (["--timeframe", "5m"], "no 5m candles"),
 ])
 def test_cli_usage_errors_exit_2(data, args, message):
     out = _cli("backtest", "--data", str(data), *args)
@@ -347,6 +346,8 @@ def test_cli_usage_errors_exit_2(data, args, message):
     assert "Traceback" not in out.stderr
 
 
-def test_cli_missing_data_dir(tmp_path):
+def test_cli_data_errors_exit_65(data, tmp_path):
     out = _cli("backtest", "--data", str(tmp_path / "nothing"))
-    assert out.returncode == 2 and "expected a directory" in out.stderr
+    assert out.returncode == 65 and "expected a directory" in out.stderr
+    out = _cli("backtest", "--data", str(data), "--timeframe", "5m")
+    assert out.returncode == 65 and "no 5m candles" in out.stderr and "Traceback" not in out.stderr

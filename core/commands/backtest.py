@@ -14,7 +14,7 @@ from pathlib import Path
 
 NAME = "backtest"
 HELP = "run the engine over recorded candles (paper, virtual clock) and report trades, PnL, drawdown"
-EX_USAGE, EX_SOFTWARE = 2, 70
+EX_USAGE, EX_DATAERR, EX_SOFTWARE = 2, 65, 70
 
 
 def configure(p) -> None:
@@ -105,7 +105,7 @@ def run(args, ctx) -> int:
     except BacktestError as exc:
         return fail(EX_USAGE, str(exc))
     if not spec.data.is_dir():
-        return fail(EX_USAGE, f"--data {spec.data}: expected a directory of OHLCV CSV files")
+        return fail(EX_DATAERR, f"--data {spec.data}: expected a directory of OHLCV CSV files")
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("core.engine").addFilter(_HaltFilter())
@@ -119,7 +119,7 @@ def run(args, ctx) -> int:
     except BacktestError as exc:
         return fail(EX_USAGE, str(exc))
     except DataError as exc:
-        return fail(EX_USAGE, f"data: {exc}")
+        return fail(EX_DATAERR, f"data: {exc}")
     except SignalMismatch as exc:
         return fail(EX_SOFTWARE, f"internal error, results withheld: {exc}")
     stats = stats_of(result)
