@@ -270,6 +270,34 @@ install_unit() {
     fi
 }
 
+install_wrapper() {
+    # `sudo pitrader status` / `tax report` on the Pi: the service's config, state and cache, run
+    # as the service user so databases keep their owner (a root-owned file would lock the service out).
+    local bin="$ROOT/usr/local/bin/pitrader" tmp
+    mkdir -p "$(dirname "$bin")"
+    tmp="$(mktemp)"
+    cat > "$tmp" <<WRAP
+#!/bin/sh
+# Installed by pitrader's install.sh: the CLI with the service's settings. Run it with sudo.
+set -e
+cfg="\${PITRADER_CONFIG:-/etc/pitrader/config.json}"
+state="\${STATE_DIRECTORY:-/var/lib/pitrader}"
+cache="\${NUMBA_CACHE_DIR:-/var/cache/pitrader/numba}"
+if [ "\$(id -u)" = 0 ]; then
+    exec runuser -u $SVC_USER -- env PITRADER_CONFIG="\$cfg" STATE_DIRECTORY="\$state" NUMBA_CACHE_DIR="\$cache" \\
+        /opt/pitrader/venv/bin/pitrader "\$@"
+fi
+exec env PITRADER_CONFIG="\$cfg" STATE_DIRECTORY="\$state" NUMBA_CACHE_DIR="\$cache" /opt/pitrader/venv/bin/pitrader "\$@"
+WRAP
+    if cmp -s "$tmp" "$bin"; then
+        rm -f "$tmp"
+    else
+        say "installing $bin (use: sudo pitrader status)"
+        install -m 0755 "$tmp" "$bin"
+        rm -f "$tmp"
+    fi
+}
+
 warmup() {
     local cache="$CACHE/numba"
     mkdir -p "$cache"
@@ -308,6 +336,7 @@ install_system() {
     install_venv
     install_config
     install_unit
+    install_wrapper
     if [ "$NO_WARMUP" = 1 ]; then
         say "skipping numba warm-up (--no-warmup): the first start compiles (slow on a Pi)"
     else
@@ -342,6 +371,9 @@ uninstall_system() {
         say "removing $unit"
         rm -f "$unit"
         run_systemctl daemon-reload
+    fi
+    if [ -e "$ROOT/usr/local/bin/pitrader" ]; then
+        rm -f "$ROOT/usr/local/bin/pitrader"
     fi
     if [ -e "$OPT" ]; then
         say "removing the program $OPT"

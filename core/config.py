@@ -46,8 +46,9 @@ def opt(default: Any, help: str, **checks: Any) -> Any:
 class ExchangeConfig:
     id: str = opt("binance", "ccxt exchange id (public data works for any; trading is tested on binance)",
                   pattern=r"^[a-z0-9_]+$")
-    api_url: str | None = opt(None, "replace the exchange's REST base URL (testnets, proxies, the local emulator)",
-                              pattern=r"^https?://[^\s/]+(/.*)?$")
+    api_url: str | None = opt(None, "replace the exchange's REST base URL (testnets, proxies, the local emulator); "
+                                    "no user:password@ in it (it is shown in logs)",
+                              pattern=r"^https?://[^\s/@]+(/[^\s@]*)?$")
     testnet: bool = opt(False, "use the exchange's sandbox (also set by BINANCE_TESTNET in the env file)")
     timeout_s: float = opt(10.0, "timeout of every HTTP request, seconds", min=1, max=120)
     max_concurrency: int = opt(16, "requests in flight at once (the weight budget, not this, keeps us polite)",
@@ -112,7 +113,8 @@ class RiskConfig:
     max_open_positions: int = opt(5, "open positions at most", min=1, max=100)
     max_daily_loss_pct: float = opt(0.03, "halt new entries for the UTC day after losing this fraction",
                                     gt=0, max=1)
-    max_drawdown_pct: float = opt(0.15, "halt new entries below this drawdown from the equity peak",
+    max_drawdown_pct: float = opt(0.15, "below this drawdown from the equity peak: close every position and "
+                                        "halt entries until `status --resume`",
                                   gt=0, max=1)
     cooldown_minutes: float = opt(60.0, "no re-entry on a pair this long after an exit", min=0, max=7 * 1440)
     max_asset_exposure_pct: float = opt(0.25, "at most this fraction of equity in one base asset",

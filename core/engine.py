@@ -27,6 +27,8 @@ from core.store import Store
 
 log = logging.getLogger(__name__)
 
+EQUITY_EVERY_MS = 60_000  # equity snapshots: at most one a minute
+
 
 @dataclass
 class CycleReport:
@@ -93,6 +95,7 @@ class Engine:
         self._stop = asyncio.Event()
         self._reload = False
         self._started = False
+        self._equity_ms = -EQUITY_EVERY_MS
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop requested") -> None:
@@ -249,7 +252,9 @@ class Engine:
         portfolio = await self.executor.portfolio(prices)
         report.equity, report.cash, report.open_positions = portfolio.equity, portfolio.cash, len(portfolio.positions)
         report.halts = list(self.risk.halts)
-        self.store.record_equity(now, portfolio.equity, portfolio.cash)
+        if now - self._equity_ms >= EQUITY_EVERY_MS:  # a row a minute, not a row a cycle, for months
+            self._equity_ms = now
+            self.store.record_equity(now, portfolio.equity, portfolio.cash)
         await self.store.set_state("last_scan", {
             "ts_ms": now, "pairs_scanned": scan.pairs_scanned, "pairs_skipped": scan.pairs_skipped,
             "duration_s": round(scan.duration_s, 3),

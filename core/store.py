@@ -275,15 +275,23 @@ class Store:
         """Buffered: snapshots are many and cheap to lose, the SD card is slow."""
         self._pending_equity.append((ts_ms, str(equity), str(cash)))
 
+    @asynccontextmanager
+    async def _relaxed(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction at synchronous=NORMAL: for state that is cheap to lose in a power cut
+        (snapshots, last scan), sparing the SD card an fsync. Orders and fills stay FULL."""
+        await self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            async with self.transaction() as conn:
+                yield conn
+        finally:
+            await self.db.execute("PRAGMA synchronous=FULL")
+
     async def flush(self) -> None:
         if not self._pending_equity:
             return
         rows, self._pending_equity = self._pending_equity, []
-        await self.db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            await self.db.executemany("INSERT OR REPLACE INTO equity (ts_ms, equity, cash) VALUES (?,?,?)", rows)
-        finally:
-            await self.db.execute("PRAGMA synchronous=FULL")
+        async with self._relaxed() as conn:
+            await conn.executemany("INSERT OR REPLACE INTO equity (ts_ms, equity, cash) VALUES (?,?,?)", rows)
 
     async def equity_curve(self) -> list[tuple[int, Decimal]]:
         await self.flush()
@@ -296,5 +304,9 @@ class Store:
         return default if row is None else json.loads(row[0])
 
     async def set_state(self, key: str, value: Any, conn: aiosqlite.Connection | None = None) -> None:
-        await (conn or self.db).execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
-                                        (key, json.dumps(value, default=str)))
+        """Inside the caller's transaction when given one (its durability), else relaxed."""
+        if conn is None:
+            async with self._relaxed() as c:
+                return await self.set_state(key, value, c)
+        await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
+                           (key, json.dumps(value, default=str)))

@@ -53,7 +53,7 @@ def test_paper_engine_runs_against_the_exchange(emu, config_file, tmp_path):
     proc = _cli(cfg, tmp_path, "run", "--max-cycles", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with sqlite3.connect(tmp_path / "paper.db") as db:
-        assert db.execute("SELECT count(*) FROM equity").fetchone()[0] == 3
+        assert db.execute("SELECT count(*) FROM equity").fetchone()[0] == 1  # a snapshot a minute at most
         entries = db.execute("SELECT count(*) FROM positions").fetchone()[0]
         fills = db.execute("SELECT count(*) FROM fills WHERE side='buy'").fetchone()[0]
     assert entries >= 1 and fills == entries  # paper fills at the exchange's real order book

@@ -67,11 +67,15 @@ def test_restart_resumes_positions_and_cash(tmp_path):
 
 
 def _spawn(args, tmp_path):
+    """The CLI in a child process, its output in a file (a pipe nobody reads would fill and block it)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("STATE_DIRECTORY", None)
-    return subprocess.Popen([sys.executable, "-m", "core", "--config", str(ROOT / "config.json"),
+    log = open(tmp_path / "out.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "core", "--config", str(ROOT / "config.json"),
                              "--state-dir", str(tmp_path), *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc.output = lambda: (log.seek(0), log.read())[1]
+    return proc
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -81,9 +85,10 @@ def test_signal_finishes_the_step_flushes_and_exits_0(tmp_path, sig):
     deadline = time.time() + 120
     while time.time() < deadline and not (db.exists() and _equity_rows(db) >= 1):
         time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, proc.output()
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    out = proc.output()
     assert proc.returncode == 0, out
     assert "finishing the current step" in out and "engine stopped" in out
     rows = _equity_rows(db)

@@ -91,6 +91,13 @@ def test_layout(staged):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["config"]["mode"] == "paper"
     assert "WARNING" not in result.stdout
+    # `sudo pitrader status` on the Pi: the service's config and state, as the service user
+    wrapper = root / "usr/local/bin/pitrader"
+    text = wrapper.read_text()
+    assert wrapper.stat().st_mode & 0o777 == 0o755
+    assert "runuser -u pitrader" in text and "/var/lib/pitrader" in text and "/etc/pitrader/config.json" in text
+    r = subprocess.run(["sh", "-n", str(wrapper)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_permissions(staged):
@@ -165,6 +172,7 @@ def test_uninstall_keeps_config_and_state_then_purge_removes_them(tmp_path, chec
 
     r = run_install("--uninstall", "--no-systemctl", destdir=tmp_path)
     assert not (tmp_path / "opt/pitrader").exists()
+    assert not (tmp_path / "usr/local/bin/pitrader").exists()
     assert not (tmp_path / "etc/systemd/system/pitrader.service").exists()
     assert not (tmp_path / "var/cache/pitrader").exists()
     assert (tmp_path / "etc/pitrader/config.json").exists() and (tmp_path / "etc/pitrader/pitrader.env").exists()

@@ -176,9 +176,9 @@ def test_config_is_required_and_paper_is_separate(env, capsys):
     assert "config error" in capsys.readouterr().err
     assert env("tax", "import", "--paper", f) == 0
     assert (env.state / "paper.db").exists() and not (env.state / "live.db").exists()
-    assert env("tax", "report", "--year", "2024", "--format", "json") == 0  # live: nothing there
-    captured = capsys.readouterr()
-    assert json.loads(captured.out[captured.out.index("{"):])["disposals"] == []
+    # live: no ledger at all is an error, not an empty report someone might file
+    assert env("tax", "report", "--year", "2024", "--format", "json") == 66
+    assert "no ledger at" in capsys.readouterr().err
     assert env("tax", "report", "--year", "2024", "--format", "json", "--paper") == 0
     assert json.loads(capsys.readouterr().out)["totals"]["gain"] == "24975.00"
 

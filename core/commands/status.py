@@ -17,6 +17,7 @@ from typing import Any
 from rich.table import Table
 
 NAME = "status"
+STATS_WINDOW_MS = 90 * 86_400_000  # the equity curve behind status's statistics: last 90 days
 HELP = "show equity, open positions, today's PnL, halts and the last scan (--resume lifts a drawdown halt)"
 
 
@@ -80,7 +81,9 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
         doc["health"] = _state(conn, "health")
         closed = [p for p in positions if p.status == "closed"]
         if closed:
-            curve = [(ts, Decimal(e)) for ts, e in conn.execute("SELECT ts_ms, equity FROM equity ORDER BY ts_ms")]
+            since = now_ms - STATS_WINDOW_MS  # months of minute snapshots would be slow on a Pi
+            curve = [(ts, Decimal(e)) for ts, e in conn.execute(
+                "SELECT ts_ms, equity FROM equity WHERE ts_ms >= ? ORDER BY ts_ms", (since,))]
             start = curve[0][1] if curve else Decimal(0)
             doc["_stats"] = trade_stats(closed, curve, start)
     finally:

@@ -116,15 +116,16 @@ def _report(args, ctx, cfg, path: Path) -> int:
     from core.tax_report import build, load_entries, render_table, render_text, settings_from_config, stale_note
 
     settings = settings_from_config(cfg, args.method)
-    if path.exists():
-        conn = store.connect_sync(path)
-        try:
-            entries = load_entries(conn)
-        finally:
-            conn.close()
-    else:
-        print(f"pitrader: no ledger at {path} yet: reporting no fills", file=sys.stderr)
-        entries = []
+    if not path.exists():
+        # an empty report could be read as "no gains": say plainly that there is nothing to read
+        _err(f"no ledger at {path}: wrong --state-dir? (on the Pi: sudo pitrader tax report ...); "
+             "import fills with `pitrader tax import FILE`")
+        return EX_NOINPUT
+    conn = store.connect_sync(path)
+    try:
+        entries = load_entries(conn)
+    finally:
+        conn.close()
     try:
         with _busy(ctx, f"matching {len(entries):,} fills into lots ({settings.method.upper()})"):
             rep = build(entries, args.year, settings, cfg.tax.currency, match=args.format != "koinly")
