@@ -1,7 +1,7 @@
 """Memory budget of the service loop (issue 7): steady RSS and growth over 1,000 cycles.
 
-The real engine in paper mode (ccxt gateway, candle store, scanner, risk gate, paper executor,
-SQLite store) against the loopback emulator serving all 126 real 1h pairs, with 1h + 4h
+The real engine in paper mode with the service's hooks (ccxt gateway, candle store, scanner,
+risk gate, paper executor, SQLite store, health checks, heap trimming) against the loopback emulator serving all 126 real 1h pairs, with 1h + 4h
 timeframes. The emulator runs in its own process at 3600x market speed (a new hourly candle
 about every wall second) so its memory is not counted and every few cycles fetch new candles,
 like the live service does. Cycles run back to back (no 10 s sleep) to reach 1,000 quickly.
@@ -71,6 +71,7 @@ def free_port() -> int:
 async def main(cycles: int) -> None:
     from core.ccxt_gateway import CcxtGateway
     from core.engine import Engine
+    from core.service import ServiceHooks
     from core.store import Store
 
     port = free_port()
@@ -89,11 +90,13 @@ async def main(cycles: int) -> None:
         samples = []
         with tempfile.TemporaryDirectory() as tmp:
             async with Store.open(Path(tmp) / "paper.db") as store:
-                engine = Engine(cfg, gateway, store, clock)
+                hooks = ServiceHooks(cfg, Path(tmp), store, Secrets)  # as `pitrader run` has them
+                engine = Engine(cfg, gateway, store, clock, hooks=hooks)
                 await engine.start()
                 t0 = time.perf_counter()
                 for i in range(1, cycles + 1):
                     report = await engine.cycle()
+                    await hooks.on_cycle(report)
                     if i == 1:
                         print(f"RSS after the first scan: {rss_mb():.1f} MB "
                               f"({report.scan.pairs_scanned} pairs scanned, {report.scan.pairs_skipped} skipped)")
