@@ -2,11 +2,14 @@
 
 The real engine in paper mode with the service's hooks (ccxt gateway, candle store, scanner,
 risk gate, paper executor, SQLite store, health checks, heap trimming) against the loopback emulator serving all 126 real 1h pairs, with 1h + 4h
-timeframes. The emulator runs in its own process at 3600x market speed (a new hourly candle
-about every wall second) so its memory is not counted and every few cycles fetch new candles,
-like the live service does. Cycles run back to back (no 10 s sleep) to reach 1,000 quickly.
+timeframes. The emulator runs in its own process (its memory is not counted) with market time running
+``--speed`` times faster than the wall clock, and cycles run back to back (no 10 s sleep):
+the default paces about 10 s of market time per cycle, so 1,000 cycles see what the live
+loop sees in 2.8 hours (a few new hourly candles, universe and market refreshes);
+``--speed 3600`` is a stress run (a new hourly candle for every pair every ~40 cycles and the
+hourly jobs every second).
 
-    .venv/bin/python benchmarks/bench_memory.py [--cycles 1000]
+    .venv/bin/python benchmarks/bench_memory.py [--cycles 1000] [--speed 400]
 
 Prints RSS at start, after the first scan and every 100 cycles, then steady RSS (after
 warm-up) and growth from cycle 100 to the last. Targets: steady <= 200 MB, growth < 5 MB.
@@ -34,7 +37,7 @@ from core.clock import WallClock  # noqa: E402
 from core.config import Secrets, load_config  # noqa: E402
 
 MARKET_T0 = 1_614_556_800_000  # 2021-03-01 00:00 UTC
-SPEED = 3600.0
+LIVE_PACED = 400.0  # ~25 ms cycles x 400 = ~10 s of market per cycle, as the live loop runs
 
 
 def rss_mb() -> float:
@@ -68,7 +71,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def main(cycles: int) -> None:
+async def main(cycles: int, speed: float) -> None:
     from core.ccxt_gateway import CcxtGateway
     from core.engine import Engine
     from core.service import ServiceHooks
@@ -76,12 +79,12 @@ async def main(cycles: int) -> None:
 
     port = free_port()
     emu = subprocess.Popen([sys.executable, "-m", "tests.support.emulator", "--port", str(port),
-                            "--start", "2021-03-01T00:00:00Z", "--speed", str(SPEED),
+                            "--start", "2021-03-01T00:00:00Z", "--speed", str(speed),
                             "--weight-limit", "1000000"],  # measure memory, not the rate limiter
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         emu.stdout.readline()  # the base URL: it is serving, market time starts now
-        clock = MarketClock(MARKET_T0, SPEED)
+        clock = MarketClock(MARKET_T0, speed)
         base = load_config(ROOT / "config.json")
         cfg = replace(base, exchange=replace(base.exchange, api_url=f"http://127.0.0.1:{port}", max_concurrency=16),
                       universe=replace(base.universe, min_quote_volume=0.0))
@@ -107,7 +110,8 @@ async def main(cycles: int) -> None:
             await gateway.close()
         steady = max(r for _, r in samples)
         growth = samples[-1][1] - samples[0][1]
-        print(json.dumps({"cycles": cycles, "steady_rss_mb": round(steady, 1),
+        print(f"market time ran {speed:g}x the wall clock")
+        print(json.dumps({"cycles": cycles, "speed": speed, "steady_rss_mb": round(steady, 1),
                           "growth_mb_from_cycle_100": round(growth, 2)}))
         print(f"at the end: RSS {rss_mb():.1f} MB{rss_split()}; MALLOC_ARENA_MAX="
               f"{os.environ.get('MALLOC_ARENA_MAX', '(unset)')}")
@@ -121,6 +125,7 @@ async def main(cycles: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=1000)
+    ap.add_argument("--speed", type=float, default=LIVE_PACED, help="market seconds per wall second")
     args = ap.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    asyncio.run(main(args.cycles))
+    asyncio.run(main(args.cycles, args.speed))

@@ -18,7 +18,8 @@ HOUR_MS = 3_600_000
 
 
 def trail_pct(pos: Position, cfg: TradingConfig) -> Decimal:
-    """The position's own trail (fixed at entry) wins, so a reload never changes an open trade."""
+    """A trail fixed at entry wins, so a reload never loosens an open trade's; a position opened
+    without one follows the configured trail (enabling trailing on a reload covers it too)."""
     return pos.trail_pct if pos.trail_pct > 0 else Decimal(str(cfg.trailing_stop_pct))
 
 
