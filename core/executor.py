@@ -229,7 +229,25 @@ class BaseExecutor:
             return [(r[0], fill_from_row(tuple(r[1:]))) for r in await cur.fetchall()]
 
     async def _settlement(self, pos: Position) -> Settlement:
-        return settle(await self._position_fills(pos.id), pos.base, self.quote, self.prices)
+        fills = await self._position_fills(pos.id)
+        await self._price_fee_assets(f for _, f in fills)
+        return settle(fills, pos.base, self.quote, self.prices)
+
+    async def _price_fee_assets(self, fills: Iterable[Fill]) -> None:
+        """Fees paid in a third asset (BNB) are valued at its price: fetch the ones this cycle's
+        marks lack, or the fee would count as zero in PnL and the daily-loss check."""
+        wanted = {f"{f.fee_asset}/{self.quote}" for f in fills if f.fee and f.fee_asset
+                  and f.fee_asset not in (self.quote, f.symbol.split("/")[0])} - set(self.prices)
+        if not wanted:
+            return
+        try:
+            tickers = await self.gateway.fetch_tickers(sorted(wanted))
+        except GatewayError as exc:
+            tickers = {}
+            log.warning("fee asset prices unavailable (%s)", exc)
+        self.update_marks({sym: t.last for sym, t in tickers.items()})
+        for sym in sorted(wanted - set(self.prices)):
+            log.warning("no price for %s: fees paid in %s count as 0 until one is known", sym, sym.split("/")[0])
 
     async def _orders_of(self, position_id: int) -> list[Order]:
         async with self.store.db.execute("SELECT client_id FROM orders WHERE position_id=? ORDER BY created_ms",
@@ -249,6 +267,9 @@ class BaseExecutor:
         now = self.clock.now_ms()
         new: list[Fill] = []
         inserted = pos.id is None
+        if not callable(fills):
+            fills = list(fills)
+            await self._price_fee_assets(fills)  # before the transaction: no network call holding the lock
         try:
             async with self.store.transaction() as conn:
                 if inserted:
