@@ -37,7 +37,8 @@ UNKNOWN_WINDOW_MS = 30_000  # > recvWindow (10 s) + clock skew: an unseen order 
 BALANCE_TTL_S = 5.0  # wall time: request economy, not trading logic
 EXIT_RETRY_MS = 60_000  # after an exit order that sold nothing
 EXIT_CONTINUE_MS = 2_000  # after an exit order that sold part of the position
-MAX_FILL_TRIES = 30  # trade-history looks for a final order whose fills do not all show up
+MAX_FILL_TRIES = 30  # trade-history looks before a missing fill is reported; then about once a minute
+SLOW_LOOK_EVERY = 20  # polls between looks after that (a poll every trading.monitor_interval_s)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
@@ -396,17 +397,20 @@ class LiveExecutor(BaseExecutor):
             o.updated_ms = now
         fills: list[Fill] = []
         recorded = await self._recorded(o)
-        if o.filled > recorded:
+        tries = self._fill_tries.get(o.client_id, 0)
+        if o.filled > recorded and (tries < MAX_FILL_TRIES or tries % SLOW_LOOK_EVERY == 0):
             fills = await self._trades_for(o)
         if (o.status, o.filled, o.exchange_id) != before or fills:
             await self.record(o, pos, fills, detail=f"{detail}: {o.status.value} {o.filled}/{o.amount}")
         have = await self._recorded(o)
         if o.status.is_final and have < o.filled:
-            tries = self._fill_tries[o.client_id] = self._fill_tries.get(o.client_id, 0) + 1
-            if tries >= MAX_FILL_TRIES:
-                log.warning("live: order %s reports %s filled but the trade history shows %s after %d looks: the "
-                            "position counts what was recorded; check the account", o.client_id, o.filled, have, tries)
-                have = o.filled  # stop looking
+            tries = self._fill_tries[o.client_id] = tries + 1
+            if tries == MAX_FILL_TRIES or tries % (50 * SLOW_LOOK_EVERY) == 0:
+                # Never settle as if the rest did not happen: an entry closed as "no trade" would leave
+                # bought coins on the account with no stop. Keep the order in flight and keep looking.
+                log.warning("live: order %s reports %s filled but the trade history shows %s after %d looks; "
+                            "the position stays open until its trades appear: check the account",
+                            o.client_id, o.filled, have, tries)
         if o.status.is_final and have >= o.filled:
             self._orders.pop(o.client_id, None)
             self._fill_tries.pop(o.client_id, None)

@@ -365,3 +365,33 @@ def test_position_whose_balance_vanished_is_closed_and_flagged(tmp_path, caplog)
             open_now, pos = asyncio.run(restart())
         assert open_now == [] and pos.status == "closed" and pos.exit_reason == "balance_missing"
         assert any("the account has 0" in r.getMessage() for r in caplog.records)
+
+
+def test_filled_entry_whose_trades_lag_stays_open_until_they_appear(tmp_path, caplog):
+    """The exchange says FILLED but its trade history does not show the trades yet: the position
+    must not be closed as "no trade" (coins on the account with no stop); it waits and says so."""
+    from core.live import MAX_FILL_TRIES, SLOW_LOOK_EVERY
+
+    caplog.set_level(logging.WARNING)
+    with running_emulator(balances={"USDT": "2000"}) as emu:
+        async def main():
+            async with session(emu, tmp_path / "live.db") as (ex, store, gw):
+                real = gw.fetch_my_trades
+
+                async def lagging(symbol, since_ms=None):
+                    return []
+                gw.fetch_my_trades = lagging
+                await enter(ex, gw, "0.1")
+                for _ in range(MAX_FILL_TRIES + 5):
+                    await ex.poll()
+                assert any("stays open until its trades appear" in r.message for r in caplog.records)
+                pos = (await store.positions())[0]
+                assert pos.status != "closed" and ex.positions  # still watched, not written off
+                gw.fetch_my_trades = real
+                for _ in range(SLOW_LOOK_EVERY + 1):
+                    await ex.poll()
+                pos = ex.positions[0]
+                assert pos.status == "open" and pos.amount == D("0.0999")  # the trades arrived: a real position
+                await check_books(emu, store, D("2000"))
+
+        asyncio.run(main())
