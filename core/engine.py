@@ -301,6 +301,13 @@ class Engine:
         await self.hooks.on_reloaded(True, new)
 
     # --- the loop -----------------------------------------------------------------------------
+    async def _wait_for_stop(self, seconds: float) -> None:
+        """Wall-clock wait that ends early on a stop request."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early on stop; with a wall clock, watch exits meanwhile."""
         if self.replay:
@@ -312,11 +319,7 @@ class Engine:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            step = min(left, self.cfg.trading.monitor_interval_s)
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=step)
-            except asyncio.TimeoutError:
-                pass
+            await self._wait_for_stop(min(left, self.cfg.trading.monitor_interval_s))
             if self.stopping or time.monotonic() >= deadline:
                 return
             try:
@@ -341,10 +344,7 @@ class Engine:
                     raise
                 log.warning("start: %s; retrying in %.0f s", exc, delay)
                 self.hooks.progress()
-                try:  # nothing to watch yet: just wait, waking early on a stop request
-                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
+                await self._wait_for_stop(delay)  # nothing to watch yet: just wait
                 delay = min(delay * 2, 300.0)
 
     async def run(self, *, max_cycles: int | None = None, until_ms: int | None = None,

@@ -8,7 +8,6 @@ import os
 import pty
 import re
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings

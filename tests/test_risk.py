@@ -172,7 +172,6 @@ def test_daily_loss_halts_until_next_utc_day_and_survives_restart(tmp_path):
 
 def test_drawdown_halt_is_an_emergency_until_resumed_or_reconfigured(tmp_path):
     cfg = make_cfg(risk={"max_drawdown_pct": 0.15, "max_daily_loss_pct": 0.15})
-    m = sample_markets()[BTC]
 
     async def crash(gate, store, clock):
         await gate.on_equity(D("1000"), T0)

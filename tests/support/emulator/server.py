@@ -61,9 +61,6 @@ class RequestRecord:
     fault: str | None
 
 
-DAY_MS = 86_400_000
-
-
 def _wall_ms() -> int:
     return int(time.time() * 1000)
 
