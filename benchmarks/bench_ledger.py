@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import store  # noqa: E402
+from core.store import state as store  # noqa: E402
 from core.config import load_config  # noqa: E402
-from core.tax_import import import_file, parse_file  # noqa: E402
-from core.tax_report import build, load_entries, render_json, settings_from_config  # noqa: E402
+from core.tax.importer import import_file, parse_file  # noqa: E402
+from core.tax.report import build, load_entries, render_json, settings_from_config  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ohlcv"
 PAIRS = ("BTC", "ETH", "ADA", "DOT", "LINK", "LTC", "XRP", "SOL", "DOGE", "UNI", "MATIC", "AVAX", "ATOM", "FIL",

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.clock import WallClock  # noqa: E402
-from core.config import Secrets, load_config  # noqa: E402
+from core.config import load_config
+from core.secrets import Secrets  # noqa: E402
 
 MARKET_T0 = 1_614_556_800_000  # 2021-03-01 00:00 UTC
 LIVE_PACED = 400.0  # ~25 ms cycles x 400 = ~10 s of market per cycle, as the live loop runs
@@ -72,10 +73,10 @@ def free_port() -> int:
 
 
 async def main(cycles: int, speed: float) -> None:
-    from core.ccxt_gateway import CcxtGateway
+    from core.exchange.ccxt_gateway import CcxtGateway
     from core.engine import Engine
-    from core.service import ServiceHooks
-    from core.store import Store
+    from core.service.hooks import ServiceHooks
+    from core.store.state import Store
 
     port = free_port()
     emu = subprocess.Popen([sys.executable, "-m", "tests.support.emulator", "--port", str(port),

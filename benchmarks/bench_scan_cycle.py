@@ -64,10 +64,11 @@ class EmulatorClock:
 
 
 async def one_run(url: str, symbols: list[str], now_ms: int, conn, concurrency: int, steady: int) -> dict:
-    from core.candles import CandleStore
-    from core.ccxt_gateway import CcxtGateway
-    from core.config import Secrets, config_from_dict
-    from core.marketdata import MarketData
+    from core.scan.candles import CandleStore
+    from core.exchange.ccxt_gateway import CcxtGateway
+    from core.config import config_from_dict
+    from core.secrets import Secrets
+    from core.scan.marketdata import MarketData
 
     cfg = config_from_dict({"exchange": {"api_url": url, "max_concurrency": concurrency}})
     clock = EmulatorClock(now_ms)

@@ -32,10 +32,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.candles import CandleStore  # noqa: E402
+from core.scan.candles import CandleStore  # noqa: E402
 from core.config import config_from_dict  # noqa: E402
-from core.replay import load_csv  # noqa: E402
-from core.scanner import Indicators, Scanner, data_problems  # noqa: E402
+from core.exchange.replay import load_csv  # noqa: E402
+from core.scan.scanner import Indicators, Scanner, data_problems  # noqa: E402
 from strategies.base import ScanInput  # noqa: E402
 
 OHLCV_1H = ROOT.parent / "shared" / "data" / "ohlcv" / "1h"

@@ -26,10 +26,10 @@ def main() -> None:
     ap.add_argument("--candles", type=int, default=500)
     args = ap.parse_args()
 
-    from core.candles import CandleStore
+    from core.scan.candles import CandleStore
     from core.config import config_from_dict
-    from core.replay import load_csv
-    from core.scanner import Scanner
+    from core.exchange.replay import load_csv
+    from core.scan.scanner import Scanner
 
     t_import = time.perf_counter()
     cfg = config_from_dict({"scanner": {"candles": args.candles}})

@@ -20,10 +20,10 @@ from rich.highlighter import RegexHighlighter
 from rich.theme import Theme
 
 from core import __version__
-from core.gateway import AuthenticationFailed, GatewayError
-from core.replay import DataError
-from core.config import (EX_CONFIG, Config, ConfigError, Secrets, check_mode, default_config_path,
-                         default_env_path, load_config, load_secrets)
+from core.exchange.gateway import AuthenticationFailed, GatewayError
+from core.exchange.replay import DataError
+from core.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
+from core.secrets import Secrets, check_mode, default_env_path, load_secrets
 
 EX_USAGE = 2
 EX_DATAERR = 65  # sysexits: bad input data (recorded candles, imports)

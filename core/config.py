@@ -1,44 +1,20 @@
-"""Configuration: config.json into typed, frozen dataclasses, plus secrets from the env file.
+"""Configuration: config.json into typed, frozen dataclasses (one per section).
 
-Validation is driven by each field's type and metadata (``min``, ``max``, ``gt``, ``choices``,
-``pattern``, ``item_choices``), so adding a key is one field declaration. Every problem is one
-line naming the file, the dotted key and what is expected; the CLI turns it into exit 78.
+Field helpers and validation live in ``core.fields`` (shared with strategy plugins); secrets
+in ``core.secrets``. Values valid alone but not together are checked here.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import types
-import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.gateway import TIMEFRAME_MS
-
-EX_CONFIG = 78
-
-
-class ConfigError(Exception):
-    """A bad configuration or secrets value; ``str()`` is the one-line message for the user."""
-
-    def __init__(self, file: str | os.PathLike, key: str, expected: str) -> None:
-        self.file, self.key, self.expected = str(file), key, expected
-        super().__init__(f"{self.file}: {key}: {expected}")
-
-
-def opt(default: Any, help: str, **checks: Any) -> Any:
-    """A config field: default, a one-line description (for the README/reference) and checks."""
-    meta = {"help": help, **checks}
-    if isinstance(default, list):  # immutable, as the loader makes them: a frozen config stays frozen
-        return field(default_factory=lambda d=default: tuple(d), metadata=meta)
-    if isinstance(default, dict):
-        return field(default_factory=lambda d=default: types.MappingProxyType(dict(d)), metadata=meta)
-    return field(default=default, metadata=meta)
-
+from core.fields import EX_CONFIG, ConfigError, build_section, opt, show  # noqa: F401  (EX_CONFIG: the config layer's exit code)
+from core.timeframes import TIMEFRAME_MS
 
 # --- sections -----------------------------------------------------------------------------------
 
@@ -177,107 +153,6 @@ class Config:
     source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
 
 
-# --- generic validation -------------------------------------------------------------------------
-
-def _type_name(tp: Any) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", Decimal: "a number", str: "a string",
-             list: "a list", dict: "an object"}
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
-    return names.get(tp, "an object")
-
-
-def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], file, key)
-    bad = ConfigError(file, key, f"expected {_type_name(tp)}, got {_show(value)}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if tp in (float, Decimal):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        return float(value) if tp is float else Decimal(str(value))
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if tp is list:
-        if not isinstance(value, list):
-            raise bad
-        return tuple(value)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise bad
-        return types.MappingProxyType(dict(value))
-    if is_dataclass(tp):
-        return _build(tp, value, file, key)
-    raise bad
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, Decimal) else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _check(value: Any, meta: dict, file: str, key: str) -> None:
-    if value is None:
-        return
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(file, key, f"expected one of {', '.join(map(json.dumps, meta['choices']))}, got {_show(value)}")
-    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
-        raise ConfigError(file, key, f"expected {meta['help']} (format {meta['pattern']}), got {_show(value)}")
-    if "min" in meta and value < meta["min"]:
-        raise ConfigError(file, key, f"expected a value >= {meta['min']}, got {_show(value)}")
-    if "gt" in meta and value <= meta["gt"]:
-        raise ConfigError(file, key, f"expected a value > {meta['gt']}, got {_show(value)}")
-    if "max" in meta and value > meta["max"]:
-        raise ConfigError(file, key, f"expected a value <= {meta['max']}, got {_show(value)}")
-    if isinstance(value, tuple):
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise ConfigError(file, f"{key}[{i}]", f"expected a string, got {_show(item)}")
-            if "item_choices" in meta and item not in meta["item_choices"]:
-                raise ConfigError(file, f"{key}[{i}]",
-                                  f"expected one of {', '.join(meta['item_choices'])}, got {_show(item)}")
-
-
-def _build(cls: type, data: Any, file: str, prefix: str) -> Any:
-    where = prefix or "(top level)"
-    if not isinstance(data, dict):
-        raise ConfigError(file, where, f"expected an object, got {_show(data)}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
-    for k in data:
-        if k not in known:
-            raise ConfigError(file, f"{prefix}.{k}" if prefix else k,
-                              f"unknown key (known keys here: {', '.join(sorted(known))})")
-    values = {}
-    for name, f in known.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if name in data:
-            values[name] = _coerce(data[name], hints[name], file, key)
-        else:
-            values[name] = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        _check(values[name], f.metadata, file, key)
-    return cls(**values)
-
-
-def build_section(cls: type, data: Any, file: str, prefix: str) -> Any:
-    """Validate ``data`` into the frozen dataclass ``cls`` by its field metadata, exactly like a
-    config.json section; errors name ``prefix.<field>``. Plugins (strategy params) use this."""
-    return _build(cls, data, file, prefix)
-
-
 def _cross_checks(cfg: Config, file: str) -> None:
     """Values that are valid alone but not together."""
     t, r, h = cfg.trading, cfg.risk, cfg.health
@@ -304,14 +179,14 @@ def _cross_checks(cfg: Config, file: str) -> None:
     if not tfs:
         raise ConfigError(file, "scanner.timeframes", "expected at least one timeframe")
     if len(set(tfs)) != len(tfs):
-        raise ConfigError(file, "scanner.timeframes", f"expected no duplicates, got {_show(list(tfs))}")
+        raise ConfigError(file, "scanner.timeframes", f"expected no duplicates, got {show(list(tfs))}")
     ctf = cfg.scanner.confirm_timeframe
     if ctf is not None and (ctf not in tfs or TIMEFRAME_MS[ctf] <= TIMEFRAME_MS[tfs[0]]):
         raise ConfigError(file, "scanner.confirm_timeframe",
-                          f"expected null or a timeframe from scanner.timeframes longer than {tfs[0]}, got {_show(ctf)}")
+                          f"expected null or a timeframe from scanner.timeframes longer than {tfs[0]}, got {show(ctf)}")
     for name, w in cfg.strategies.weights.items():
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 100:
-            raise ConfigError(file, f"strategies.weights.{name}", f"expected a number from 0 to 100, got {_show(w)}")
+            raise ConfigError(file, f"strategies.weights.{name}", f"expected a number from 0 to 100, got {show(w)}")
 
 
 def _check_strategies(cfg: Config, file: str) -> None:
@@ -322,7 +197,7 @@ def _check_strategies(cfg: Config, file: str) -> None:
 
 
 def config_from_dict(data: Any, file: str = "<dict>") -> Config:
-    cfg = _build(Config, data, file, "")
+    cfg = build_section(Config, data, file, "")
     _cross_checks(cfg, file)
     _check_strategies(cfg, file)
     return replace(cfg, source=file)
@@ -382,92 +257,3 @@ def reference() -> list[tuple[str, str, str]]:
 
     walk(Config, "")
     return rows
-
-
-# --- secrets ------------------------------------------------------------------------------------
-
-SECRET_KEYS = ("BINANCE_API_KEY", "BINANCE_API_SECRET")
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
-
-
-def mask(value: str | None) -> str:
-    """How a secret is shown anywhere: whether it is set, never any of its characters."""
-    return "(not set)" if not value else f"(set, {len(value)} characters)"
-
-
-@dataclass(frozen=True)
-class Secrets:
-    api_key: str | None = field(default=None, repr=False)
-    api_secret: str | None = field(default=None, repr=False)
-    testnet: bool = False
-    source: str = "<environment>"
-
-    def __repr__(self) -> str:  # never leak the values, even in a traceback
-        return f"Secrets(api_key={mask(self.api_key)}, api_secret={mask(self.api_secret)}, testnet={self.testnet})"
-
-    __str__ = __repr__
-
-    @property
-    def has_keys(self) -> bool:
-        return bool(self.api_key and self.api_secret)
-
-    def masked(self) -> dict[str, str]:
-        return {"BINANCE_API_KEY": mask(self.api_key), "BINANCE_API_SECRET": mask(self.api_secret),
-                "BINANCE_TESTNET": str(self.testnet).lower()}
-
-
-def default_env_path() -> Path | None:
-    """--env-file default: $PITRADER_ENV_FILE, /etc/pitrader/pitrader.env, ./.env (first readable one).
-
-    The installed secrets file is root-only (the service gets it as a systemd credential), so
-    for a non-root `pitrader status` over SSH it is skipped rather than being an error.
-    """
-    env = os.environ.get("PITRADER_ENV_FILE")
-    if env:
-        return Path(env)
-    for cand in (Path("/etc/pitrader/pitrader.env"), Path(".env")):
-        if cand.exists() and os.access(cand, os.R_OK):
-            return cand
-    return None
-
-
-def load_secrets(path: str | os.PathLike | None, environ: typing.Mapping[str, str] | None = None) -> Secrets:
-    """Process environment first (systemd's EnvironmentFile= puts them there), then the env file."""
-    from dotenv import dotenv_values
-
-    environ = os.environ if environ is None else environ
-    values: dict[str, str | None] = {}
-    source = "<environment>"
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(p, "(file)", "env file not found")
-        try:
-            values = dict(dotenv_values(p))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(p, "(file)", f"cannot be read: {exc.__class__.__name__}") from None
-        source = str(p)
-
-    def get(name: str) -> str | None:
-        v = environ.get(name)
-        if v is None:
-            v = values.get(name)
-        v = v.strip() if v else v
-        return v or None
-
-    raw_testnet = (get("BINANCE_TESTNET") or "").lower()
-    if raw_testnet not in _TRUE | _FALSE:
-        raise ConfigError(source, "BINANCE_TESTNET", "expected true or false (1/0, yes/no)")
-    for name in SECRET_KEYS:
-        v = get(name)
-        if v is not None and (len(v) < 8 or any(c.isspace() for c in v)):
-            # Say what is wrong without echoing the value.
-            raise ConfigError(source, name, "expected a single token of at least 8 characters without spaces")
-    return Secrets(get("BINANCE_API_KEY"), get("BINANCE_API_SECRET"), raw_testnet in _TRUE, source)
-
-
-def check_mode(cfg: Config, secrets: Secrets) -> None:
-    """Live trading needs both keys: a config error, not a runtime surprise."""
-    if cfg.mode == "live" and not secrets.has_keys:
-        missing = "BINANCE_API_KEY" if not secrets.api_key else "BINANCE_API_SECRET"
-        raise ConfigError(secrets.source, missing, 'required when "mode" is "live" in ' + cfg.source)

@@ -17,13 +17,13 @@ from typing import Callable
 
 from core.clock import Clock, VirtualClock
 from core.config import Config, ConfigError
-from core.executor import make_executor
-from core.exits import candle_exit, exit_reason
-from core.gateway import AuthenticationFailed, ExchangeGateway, GatewayError, NotSupported
+from core.trading.factory import make_executor
+from core.trading.exits import candle_exit, exit_reason
+from core.exchange.gateway import AuthenticationFailed, ExchangeGateway, GatewayError, NotSupported
 from core.models import Market, ScanResult
-from core.pipeline import ScanPipeline
-from core.risk import Approval, RiskGate
-from core.store import Store
+from core.scan.pipeline import ScanPipeline
+from core.trading.risk import Approval, RiskGate
+from core.store.state import Store
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ Spot only: we can buy an asset and later sell it, never sell what we do not hold
 signal is a long entry (side ``"buy"``) with its stop below and its target above the price.
 Exits are the executor's job (stop, target, trailing, time).
 
-Parameters: a frozen dataclass ``Params`` whose fields are declared with ``core.config.opt``
+Parameters: a frozen dataclass ``Params`` whose fields are declared with ``core.fields.opt``
 (default, help, checks such as ``min``/``max``); ``strategies.params.<name>`` in config.json
 is validated against it exactly like the rest of the config, and ``check_params`` adds the
 relations between fields (e.g. fast EMA shorter than slow EMA).
@@ -25,19 +25,89 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+import core.indicators as ta
 from core.models import BUY
-
-if TYPE_CHECKING:
-    from core.scanner import Indicators
 
 
 @dataclass(frozen=True)
 class NoParams:
     """For a strategy without parameters."""
+
+
+class CandleMatrix(Protocol):
+    """One timeframe's candles for all pairs (``core.scan.candles.CandleView`` is one)."""
+
+    timeframe: str
+    ts: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+
+class Indicators:
+    """Indicator matrices of one timeframe for all pairs, computed on first use and cached.
+
+    One object per timeframe and scan; strategies share it, so an EMA20 three strategies
+    ask for is computed once. Arrays are pairs x time, newest candle in the last column.
+    """
+
+    def __init__(self, view: CandleMatrix) -> None:
+        self.view = view
+        self.timeframe = view.timeframe
+        self.ts, self.open, self.high, self.low = view.ts, view.open, view.high, view.low
+        self.close, self.volume = view.close, view.volume
+        self._cache: dict[tuple, object] = {}
+
+    def _get(self, key: tuple, compute: Callable[[], object]):
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = compute()
+            return value
+
+    def sma(self, n: int) -> np.ndarray:
+        return self._get(("sma", n), lambda: ta.sma(self.close, n))
+
+    def ema(self, n: int) -> np.ndarray:
+        return self._get(("ema", n), lambda: ta.ema(self.close, n))
+
+    def rsi(self, n: int = 14) -> np.ndarray:
+        return self._get(("rsi", n), lambda: ta.rsi(self.close, n))
+
+    def macd(self, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._get(("macd", fast, slow, signal), lambda: ta.macd(self.close, fast, slow, signal))
+
+    def bbands(self, n: int = 20, up: float = 2.0, dn: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self._get(("bbands", n, up, dn), lambda: ta.bbands(self.close, n, up, dn))
+
+    def atr(self, n: int = 14) -> np.ndarray:
+        return self._get(("atr", n), lambda: ta.atr(self.high, self.low, self.close, n))
+
+    def adx(self, n: int = 14) -> np.ndarray:
+        return self._get(("adx", n), lambda: ta.adx(self.high, self.low, self.close, n))
+
+    def stoch(self, fastk: int = 5, slowk: int = 3, slowd: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        return self._get(("stoch", fastk, slowk, slowd),
+                         lambda: ta.stoch(self.high, self.low, self.close, fastk, slowk, slowd))
+
+    def roc(self, n: int = 10) -> np.ndarray:
+        return self._get(("roc", n), lambda: ta.roc(self.close, n))
+
+    def obv(self) -> np.ndarray:
+        return self._get(("obv",), lambda: ta.obv(self.close, self.volume))
+
+    def volume_zscore(self, n: int = 20) -> np.ndarray:
+        return self._get(("volume_zscore", n), lambda: ta.volume_zscore(self.volume, n))
+
+    def donchian(self, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """(upper, lower) of the previous n candles, current excluded: close > upper is a breakout."""
+        return self._get(("donchian", n), lambda: ta.donchian(self.high, self.low, n))
 
 
 @dataclass(frozen=True, slots=True)

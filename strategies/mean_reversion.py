@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.config import opt
+from core.fields import opt
 from strategies.base import ScanInput, Signals, Strategy, flag, last, ramp
 
 

@@ -13,7 +13,7 @@ import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
-from core.config import ConfigError, build_section
+from core.fields import ConfigError, build_section
 from strategies.base import Strategy
 
 log = logging.getLogger(__name__)

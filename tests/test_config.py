@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core.cli import main
-from core.config import Config, ConfigError, config_from_dict, load_config, load_secrets, mask, reference, to_dict
+from core.config import Config, ConfigError, config_from_dict, load_config, reference, to_dict
+from core.secrets import load_secrets, mask
 from tests.conftest import ROOT
 
 

@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from core.models import BUY
-from core.store import connect_sync, fill_from_row, FILL_COLUMNS
+from core.store.state import connect_sync, fill_from_row, FILL_COLUMNS
 from tests.support.emulator import running_emulator
 from tests.support.fast_clock import market_ms
 

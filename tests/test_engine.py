@@ -13,8 +13,8 @@ import pytest
 
 from core.config import Config
 from core.engine import Engine
-from core.runtime import replay_setup
-from core.store import Store
+from core.exchange.setup import replay_setup
+from core.store.state import Store
 from tests.conftest import ROOT, SAMPLE
 
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 from core.clock import WallClock
 from core.config import Config
 from core.engine import Engine
-from core.gateway import TemporaryError
-from core.paper import PaperExecutor
-from core.runtime import replay_setup
-from core.store import Store
+from core.exchange.gateway import TemporaryError
+from core.trading.paper import PaperExecutor
+from core.exchange.setup import replay_setup
+from core.store.state import Store
 from tests.conftest import SAMPLE
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import strategies as strategies_pkg
 from core.config import ConfigError, config_from_dict
-from core.scanner import Scanner
+from core.scan.scanner import Scanner
 from strategies import registry
 from tests.support.ohlcv import HOUR, scan_input, series, store_at
 
@@ -195,7 +195,7 @@ PLUGIN = '''
 
     import numpy as np
 
-    from core.config import opt
+    from core.fields import opt
     from strategies.base import Signals, Strategy, last
 
 

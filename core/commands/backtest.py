@@ -71,7 +71,7 @@ class _RichProgress:
         self.bar.update(self.task, description="backtest", total=total, completed=0)
 
     def cycle(self, ts_ms: int, equity, trades: int) -> None:
-        from core.backtest import iso
+        from core.backtest.runner import iso
 
         self.n += 1
         if self.n % 25 == 0:  # redrawing is the costly part; 25 cycles is ~1 simulated day
@@ -80,10 +80,10 @@ class _RichProgress:
 
 
 def run(args, ctx) -> int:
-    from core.backtest import BacktestError, BacktestSpec, parse_date, run_backtest
-    from core.backtest_report import export, render, stats_of, to_json
-    from core.backtest_signals import SignalMismatch
-    from core.replay import DataError
+    from core.backtest.runner import BacktestError, BacktestSpec, parse_date, run_backtest
+    from core.backtest.report import export, render, stats_of, to_json
+    from core.backtest.signals import SignalMismatch
+    from core.exchange.replay import DataError
 
     def fail(code: int, message: str) -> int:
         print(f"pitrader backtest: {message}", file=sys.stderr)

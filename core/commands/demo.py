@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from core.replay import SAMPLE_DIR
+from core.exchange.replay import SAMPLE_DIR
 
 NAME = "demo"
 HELP = "offline paper-trading run over the bundled real market data (data/sample); finishes by itself"
@@ -22,12 +22,12 @@ def configure(p) -> None:
 
 
 async def _demo(args, ctx, cfg) -> dict:
-    from core.dashboard import Dashboard
+    from core.service.dashboard import Dashboard
     from core.engine import Engine, Hooks
-    from core.gateway import timeframe_ms
-    from core.runtime import replay_setup
-    from core.stats import trade_stats
-    from core.store import Store
+    from core.timeframes import timeframe_ms
+    from core.exchange.setup import replay_setup
+    from core.trading.stats import trade_stats
+    from core.store.state import Store
 
     gateway, clock, end_ms = replay_setup(cfg, args.data)
     tf_ms = timeframe_ms(gateway.base_timeframe)
@@ -63,7 +63,7 @@ async def _demo(args, ctx, cfg) -> dict:
 
 
 def run(args, ctx) -> int:
-    from core.replay import DataError
+    from core.exchange.replay import DataError
 
     if not Path(args.data).is_dir():
         raise DataError(f"{args.data}: sample data not found (it ships with the git checkout, not the installed "

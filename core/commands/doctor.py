@@ -38,8 +38,8 @@ def configure(p) -> None:
 async def diagnose(cfg, secrets, gateway=None, clock=None) -> list[Check]:
     """Run every check against the configured exchange (``gateway`` injectable for tests)."""
     from core.clock import WallClock
-    from core.gateway import GatewayError, RateLimited
-    from core.universe import select_universe
+    from core.exchange.gateway import GatewayError, RateLimited
+    from core.scan.universe import select_universe
 
     x = cfg.exchange
     where = urlsplit(x.api_url).netloc if x.api_url else f"{x.id} (ccxt default endpoint)"
@@ -47,7 +47,7 @@ async def diagnose(cfg, secrets, gateway=None, clock=None) -> list[Check]:
     checks = [Check("config", OK, f"{cfg.source}: valid; mode {cfg.mode}, exchange {x.id}"
                     + (f" via {x.api_url}" if x.api_url else "") + (", testnet" if sandbox else ""))]
     if gateway is None:
-        from core.ccxt_gateway import CcxtGateway
+        from core.exchange.ccxt_gateway import CcxtGateway
 
         gateway = CcxtGateway(cfg, secrets, clock or WallClock())
     gw = gateway

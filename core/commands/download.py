@@ -38,7 +38,7 @@ class _Bar:
         self.task = self.progress.add_task("candles", total=total or None, info="")
 
     def rows(self, symbol: str, n: int, last_ms: int) -> None:
-        from core.backtest import iso
+        from core.backtest.runner import iso
 
         self.progress.update(self.task, advance=n, info=f"{symbol} {iso(last_ms)}")
 
@@ -47,11 +47,11 @@ class _Bar:
 
 
 def run(args, ctx) -> int:
-    from core.backtest import BacktestError, iso, parse_date
-    from core.config import Secrets
-    from core.download import Banned, csv_path, download, last_timestamp, parse_pairs
-    from core.gateway import TIMEFRAME_MS, timeframe_ms
-    from core.runtime import live_setup
+    from core.backtest.runner import BacktestError, iso, parse_date
+    from core.secrets import Secrets
+    from core.exchange.download import Banned, csv_path, download, last_timestamp, parse_pairs
+    from core.timeframes import TIMEFRAME_MS, timeframe_ms
+    from core.exchange.setup import live_setup
 
     def fail(code: int, message: str) -> int:
         print(f"pitrader download: {message}", file=sys.stderr)

@@ -5,8 +5,8 @@ import asyncio
 from dataclasses import replace
 
 from core.config import ConfigError
-from core.gateway import timeframe_ms
-from core.store import Store, db_path
+from core.timeframes import timeframe_ms
+from core.store.state import Store, db_path
 
 NAME = "run"
 HELP = "run the trading loop (the systemd service runs this); --replay DIR for recorded data"
@@ -19,8 +19,8 @@ def configure(p) -> None:
 
 async def _run(args, ctx) -> int:
     from core.engine import Engine
-    from core.runtime import live_setup, replay_setup
-    from core.service import ServiceHooks, setup_service_logging
+    from core.exchange.setup import live_setup, replay_setup
+    from core.service.hooks import ServiceHooks, setup_service_logging
 
     cfg = ctx.config()
     secrets = ctx.secrets()

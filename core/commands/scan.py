@@ -51,8 +51,8 @@ def render(console, result) -> None:
 
 
 async def _scan(args, ctx) -> int:
-    from core.pipeline import ScanPipeline
-    from core.runtime import live_setup, replay_setup
+    from core.scan.pipeline import ScanPipeline
+    from core.exchange.setup import live_setup, replay_setup
 
     cfg = ctx.config()
     if args.replay:

@@ -42,9 +42,9 @@ def _utc(ms: int | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
 
 def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
     """The status document (the `--json` output) from the state DB at ``path``."""
-    from core.risk import STATE_KEY, utc_day
-    from core.stats import trade_stats
-    from core.store import POSITION_COLUMNS, position_from_row
+    from core.trading.risk import STATE_KEY, utc_day
+    from core.trading.stats import trade_stats
+    from core.store.state import POSITION_COLUMNS, position_from_row
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     doc: dict[str, Any] = {"mode": mode, "equity": None, "open_positions": [], "day_pnl": None, "halts": [],
@@ -92,7 +92,7 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
 
 
 def _request_resume(path: Path, console) -> int:
-    from core.risk import DRAWDOWN, RESUME_KEY, STATE_KEY
+    from core.trading.risk import DRAWDOWN, RESUME_KEY, STATE_KEY
 
     if not path.exists():
         console.print(f"[yellow]no state database at {path}: nothing to resume[/]")
@@ -155,7 +155,7 @@ def render(console, doc: dict[str, Any]) -> None:
 
 
 def run(args, ctx) -> int:
-    from core.store import db_path
+    from core.store.state import db_path
 
     cfg = ctx.config()
     path = db_path(ctx.state_dir, cfg.mode)

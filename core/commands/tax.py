@@ -12,8 +12,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from core import store
-
+from core.store import state as store
 NAME = "tax"
 HELP = "tax ledger: import fills from CSV, yearly reports (FIFO/LIFO/HIFO), reverse a fill"
 EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 65, 66, 73
@@ -26,8 +25,8 @@ def _year(text: str) -> int:
 
 
 def configure(p) -> None:
-    from core.ledger import METHODS
-    from core.tax_report import FORMATS
+    from core.tax.ledger import METHODS
+    from core.tax.report import FORMATS
 
     sub = p.add_subparsers(dest="tax_cmd", metavar="ACTION", required=True)
     imp = sub.add_parser("import", help="import fills from a CSV file (ours or a Binance trade-history export)",
@@ -72,7 +71,7 @@ def run(args, ctx) -> int:
 
 
 def _import(args, ctx, path: Path) -> int:
-    from core.tax_import import CsvError, import_file
+    from core.tax.importer import CsvError, import_file
 
     src = Path(args.file)
     if not src.is_file():
@@ -94,7 +93,7 @@ def _import(args, ctx, path: Path) -> int:
 
 
 def _reverse(args, ctx, path: Path) -> int:
-    from core.tax_import import ReversalError, add_reversal
+    from core.tax.importer import ReversalError, add_reversal
 
     if not path.exists():
         _err(f"fill #{args.fill_id}: no ledger at {path} yet")
@@ -112,8 +111,8 @@ def _reverse(args, ctx, path: Path) -> int:
 
 
 def _report(args, ctx, cfg, path: Path) -> int:
-    from core.ledger import LedgerError
-    from core.tax_report import build, load_entries, render_table, render_text, settings_from_config, stale_note
+    from core.tax.ledger import LedgerError
+    from core.tax.report import build, load_entries, render_table, render_text, settings_from_config, stale_note
 
     settings = settings_from_config(cfg, args.method)
     if not path.exists():

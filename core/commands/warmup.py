@@ -24,9 +24,9 @@ def warm_scan(cfg) -> int:
     """One scan over generated candles (3 pairs, the configured timeframes); returns pairs scanned."""
     import numpy as np
 
-    from core.candles import CandleStore
-    from core.gateway import TIMEFRAME_MS
-    from core.scanner import Scanner
+    from core.scan.candles import CandleStore
+    from core.timeframes import TIMEFRAME_MS
+    from core.scan.scanner import Scanner
 
     store = CandleStore(cfg.scanner.timeframes, cfg.scanner.candles)
     symbols = ["WARM1/USDT", "WARM2/USDT", "WARM3/USDT"]

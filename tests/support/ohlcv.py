@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.candles import FIELDS, CandleStore, CandleView
-from core.gateway import TIMEFRAME_MS
-from core.replay import load_csv
-from core.scanner import Indicators
+from core.scan.candles import FIELDS, CandleStore, CandleView
+from core.timeframes import TIMEFRAME_MS
+from core.exchange.replay import load_csv
+from core.scan.scanner import Indicators
 from strategies.base import ScanInput
 
 OHLCV = Path(__file__).resolve().parents[3] / "shared" / "data" / "ohlcv"

@@ -1,0 +1,155 @@
+"""Scanner on the real 1h data: quarantine of the real bad cases, stale and short data,
+ranking, min score, weights and multi-timeframe confirmation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import talib
+
+from core.scan.candles import CandleStore
+from core.config import config_from_dict
+from core.scan.scanner import CONFIRM_EMA, HALF_AGREEMENT, Scanner
+from strategies import registry
+from tests.support.ohlcv import HOUR, candles, closed_before, scan_input, series, store_at
+
+T = 1615500000000  # 2021-03-11 22:00 UTC, an active market (plenty of signals, some disagreeing with 4h)
+
+
+def scanner(**scanner_cfg) -> Scanner:
+    weights = scanner_cfg.pop("weights", {})
+    enabled = scanner_cfg.pop("enabled", None)
+    strat = {"weights": weights} | ({"enabled": enabled} if enabled else {})
+    return Scanner(config_from_dict({"scanner": scanner_cfg, "strategies": strat}))
+
+
+def gap_index(symbol: str) -> int:
+    """Index of the first candle after the pair's longest real gap."""
+    ts = candles(symbol)[:, 0]
+    return int(np.argmax(np.diff(ts))) + 1
+
+
+@pytest.mark.parametrize("symbol, ratio", [("COCOS/USDT", "x978.4"), ("BTCST/USDT", "x0.1238")])
+def test_real_redenomination_and_crash_are_quarantined_while_in_the_window(symbol, ratio):
+    rows = candles(symbol)
+    k = gap_index(symbol)
+    assert (rows[k, 0] - rows[k - 1, 0]) / HOUR == 97
+    sc = scanner()
+
+    def reason_at(end: int) -> str | None:
+        result = sc.scan(store_at(end, [symbol, "BTC/USDT"]), end)
+        assert "BTC/USDT" not in result.skipped
+        assert symbol not in {o.symbol for o in result.opportunities} or symbol not in result.skipped
+        return result.skipped.get(symbol)
+
+    closed = lambda j: int(rows[j, 0]) + HOUR  # noqa: E731 - when candle j has closed
+    assert reason_at(closed(k - 1)) is None  # the last candle before the halt: fine
+    during = reason_at(closed(k - 1) + 3 * HOUR)
+    assert during.startswith("stale: last 1h candle closed 3.0 h ago") and "quarantined" not in during
+    after = reason_at(closed(k))
+    assert "quarantined: 1h data gap of 96 candles" in after and f"1h close moved {ratio}" in after
+    assert "quarantined" in reason_at(closed(k + 498))  # the jump is still in the 500-candle window
+    assert reason_at(closed(k + 499)) is None  # scrolled out: the pair is tradable again
+
+
+def test_quarantine_lasts_while_the_longer_4h_window_still_holds_the_jump():
+    # Fed hour by hour from the start, 4h keeps 500 x 4h candles: COCOS's x978 stays visible there.
+    rows = candles("COCOS/USDT")
+    k = gap_index("COCOS/USDT")
+    end = int(rows[k + 499, 0]) + HOUR
+    store = CandleStore(["1h", "4h"], 500)
+    store.set_symbols(["COCOS/USDT"])
+    for j in range(0, k + 500, 50):
+        store.append("COCOS/USDT", "1h", closed_before("COCOS/USDT", end)[j:j + 50])
+    why = scanner().scan(store, end).skipped["COCOS/USDT"]
+    assert why.startswith("quarantined: 4h close moved x") and "1h" not in why
+
+
+def test_no_false_quarantine_on_the_real_data():
+    sc = scanner()
+    flagged = set()
+    for end in range(1606780800000 + 300 * HOUR, 1626400000000, 150 * HOUR):
+        result = sc.scan(store_at(end), end)
+        now = {s for s, why in result.skipped.items() if "quarantined" in why or "bad data" in why}
+        assert not now & {o.symbol for o in result.opportunities}
+        flagged |= now
+    assert flagged == {"COCOS/USDT", "BTCST/USDT"}
+
+
+def test_stale_short_and_bad_data_are_skipped_with_reasons():
+    store = store_at(T)
+    result = scanner().scan(store, T + 3 * HOUR + 1)
+    assert result.pairs_scanned == 0 and not result.opportunities
+    has_data = [s for s, n in zip(store.symbols, store.view("1h").counts) if n]
+    assert len(has_data) > 100
+    assert all("stale: last 1h candle closed 3.0 h ago" in result.skipped[s] for s in has_data)
+
+    early = 1621922400000 + 30 * HOUR  # MASK/USDT had been listed for 30 hours
+    why = scanner().scan(store_at(early, ["MASK/USDT"]), early).skipped["MASK/USDT"]
+    assert why.startswith("too little history: 30 1h candles, needs 100")
+
+    rows = closed_before("ETH/USDT", T)[-500:].copy()
+    rows[250, 4] = np.nan
+    store = CandleStore(["1h", "4h"], 500)
+    store.set_symbols(["ETH/USDT"])
+    store.append("ETH/USDT", "1h", rows)
+    assert scanner().scan(store, T).skipped["ETH/USDT"].startswith("bad data")
+
+
+def test_ranking_and_min_score():
+    store = store_at(T)
+    everything = scanner(min_opportunity_score=0.0).scan(store, T)
+    default = scanner().scan(store, T)
+    strict = scanner(min_opportunity_score=0.8).scan(store, T)
+    assert len(everything.opportunities) > len(default.opportunities) > len(strict.opportunities) > 0
+    for result, floor in ((everything, 0), (default, 60), (strict, 80)):
+        scores = [o.score for o in result.opportunities]
+        assert scores == sorted(scores, reverse=True) and min(scores) >= floor
+        assert len({o.symbol for o in result.opportunities}) == len(scores)  # one per pair
+        assert result.pairs_scanned + result.pairs_skipped == len(store.symbols)
+    best = {o.symbol: o for o in everything.opportunities}
+    assert [o.symbol for o in default.opportunities] == [o.symbol for o in everything.opportunities if o.score >= 60]
+    close = dict(zip(store.symbols, store.view("1h").close[:, -1]))
+    for o in default.opportunities:
+        pick = best[o.symbol]  # the threshold filters, it does not change the pick
+        assert (o.strategy, o.score, o.stop, o.target) == (pick.strategy, pick.score, pick.stop, pick.target)
+        assert o.side == "buy" and o.timeframe == "1h" and o.price == close[o.symbol]
+        assert 0 < o.stop < o.price < o.target and o.reason
+
+
+def test_weights_scale_scores_and_zero_disables():
+    store = store_at(T)
+    raw = registry.build(config_from_dict({}).strategies)[0].evaluate(scan_input(store)).score  # trend_following
+    half = scanner(min_opportunity_score=0.0, confirm_timeframe=None, enabled=["trend_following"],
+                   weights={"trend_following": 0.5}).scan(store, T)
+    assert half.opportunities
+    row = {s: i for i, s in enumerate(store.symbols)}
+    for o in half.opportunities:
+        assert o.score == round(0.5 * raw[row[o.symbol]], 1)
+    off = scanner(min_opportunity_score=0.0, weights={"trend_following": 0}).scan(store, T)
+    assert off.opportunities and all(o.strategy != "trend_following" for o in off.opportunities)
+
+
+def test_multi_timeframe_confirmation_changes_the_result():
+    store = store_at(T)
+    without = scanner(confirm_timeframe=None).scan(store, T)
+    with_4h = scanner().scan(store, T)
+    confirmed = {o.symbol: o for o in with_4h.opportunities}
+    hv = store.view("4h")
+    outcomes = {"kept": 0, "scaled": 0, "dropped": 0}
+    for o in without.opportunities:
+        if o.symbol in with_4h.skipped:
+            continue
+        s4 = series(hv, hv.symbols.index(o.symbol))
+        above = s4["close"][-1] > talib.EMA(s4["close"], CONFIRM_EMA)[-1]
+        positive = talib.MACD(s4["close"], 12, 26, 9)[2][-1] > 0
+        factor = 1.0 if above and positive else HALF_AGREEMENT if above or positive else 0.0
+        if o.score * factor >= 60 + 0.1:
+            got = confirmed[o.symbol]
+            assert got.score == pytest.approx(o.score * factor, abs=0.1)
+            assert ("4h agrees" if factor == 1 else "4h half agrees") in got.reason
+            outcomes["kept" if factor == 1 else "scaled"] += 1
+        elif o.score * factor < 60 - 0.1:
+            assert o.symbol not in confirmed
+            outcomes["dropped"] += 1
+    assert set(confirmed) <= {o.symbol for o in without.opportunities}  # confirmation never adds
+    assert all(outcomes.values()), outcomes

@@ -1,0 +1,158 @@
+"""Paper executor on the real sample data: fills, fees, slippage, limit orders, exact restart."""
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+from core.clock import VirtualClock
+from core.models import OrderStatus
+from core.trading.paper import PaperExecutor
+from core.exchange.replay import ReplayGateway
+from core.trading.risk import Approval
+from core.store.state import Store
+from tests.support.trading import SAMPLE, btc_depth, make_cfg, opp
+
+D = Decimal
+T = 1_619_827_200_000  # 2021-05-01 00:00 UTC, inside the sample
+
+
+def setup(tmp_path: Path, cfg, start=T):
+    clock = VirtualClock(start)
+    gw = ReplayGateway(SAMPLE, clock, symbols=["BTC/USDT", "ETH/USDT", "ADA/USDT"])
+    return clock, gw
+
+
+async def last_prices(gw) -> dict[str, float]:
+    return {s: t.last for s, t in (await gw.fetch_tickers()).items()}
+
+
+def test_market_entry_exit_cash_and_restart(tmp_path):
+    cfg = make_cfg(paper={"starting_balance": D("1000"), "fee_pct": D("0.001"), "slippage_pct": D("0.0005")})
+    clock, gw = setup(tmp_path, cfg)
+
+    async def first():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            prices = await last_prices(gw)
+            eth = D(str(prices["ETH/USDT"]))
+            pf = await ex.portfolio(prices)
+            assert pf.cash == D("1000") and pf.equity == D("1000")
+            appr = Approval(amount=D("0.05"), price=eth, stop=eth * D("0.97"), target=eth * D("1.06"), reason="t")
+            pos = await ex.open_position(opp("ETH/USDT", price=float(eth)), appr)
+            fill_px = eth * D("1.0005")  # no book in recorded data: last price + modelled slippage
+            fee = D("0.05") * fill_px * D("0.001")
+            assert pos.amount == D("0.05") and pos.entry_price == fill_px and pos.entry_fees == fee
+            assert ex.cash == D("1000") - D("0.05") * fill_px - fee
+            fills = await store.fills()
+            assert len(fills) == 1 and fills[0].source == "bot" and fills[0].fee_asset == "USDT"
+            order = await store.get_order(fills[0].order_id)
+            assert order.status == OrderStatus.FILLED and order.position_id == pos.id
+            # a second position stays open across the restart
+            btc = D(str(prices["BTC/USDT"]))
+            await ex.open_position(opp("BTC/USDT", price=float(btc)),
+                                   Approval(D("0.002"), btc, btc * D("0.97"), btc * D("1.06"), "t"))
+            clock.advance_to(T + 6 * 3_600_000)
+            prices = await last_prices(gw)
+            exit_at = D(str(prices["ETH/USDT"]))
+            await ex.close_position(pos, "take_profit", float(exit_at))
+            sell_px = exit_at * D("0.9995")
+            sell_fee = D("0.05") * sell_px * D("0.001")
+            assert pos.status == "closed" and pos.exit_reason == "take_profit" and pos.exit_price == sell_px
+            assert pos.pnl == D("0.05") * sell_px - sell_fee - D("0.05") * fill_px - fee
+            return ex.cash, (await ex.portfolio(prices)).equity, len(ex.positions)
+
+    cash, equity, n_open = asyncio.run(first())
+    assert n_open == 1
+
+    async def restart():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            return ex.cash, (await ex.portfolio(await last_prices(gw))).equity, [p.symbol for p in ex.positions]
+
+    cash2, equity2, open2 = asyncio.run(restart())
+    assert cash2 == cash and equity2 == equity and open2 == ["BTC/USDT"]  # exactly, to the last digit
+
+
+def test_fills_walk_the_book_when_given(tmp_path):
+    cfg = make_cfg(paper={"starting_balance": D("1000000"), "slippage_pct": D("0")})
+    clock, gw = setup(tmp_path, cfg)
+
+    async def main():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            book = btc_depth()
+            pos = await ex.open_position(opp(price=13896.14), Approval(D("20"), D("13896.14"), D("13500"),
+                                                                        D("14500"), "t"), book=book)
+            return pos
+
+    pos = asyncio.run(main())
+    # 20 BTC take the first levels of the real book: average above the best ask
+    assert D("13896.14") < pos.entry_price < D("13897") and pos.amount == D("20")
+
+
+def test_limit_entry_fills_only_when_price_trades_through(tmp_path):
+    cfg = make_cfg(trading={"order_type": "limit", "entry_timeout_s": 600}, paper={"starting_balance": D("1000")})
+    clock, gw = setup(tmp_path, cfg)
+
+    async def main():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            appr = Approval(D("0.01"), D("2000"), D("1940"), D("2120"), "t")
+            pos = await ex.open_position(opp("ETH/USDT", price=2000.0), appr)
+            pf = await ex.portfolio({"ETH/USDT": 2005.0})
+            reserved = D("0.01") * D("2000") * D("1.001")
+            assert pos.amount == 0 and pf.cash == D("1000") - reserved and pf.equity == D("1000")
+            await ex.poll()
+            await ex.portfolio({"ETH/USDT": 2000.0})  # touching the limit is not trading through it
+            await ex.poll()
+            assert pos.amount == 0
+            await ex.portfolio({"ETH/USDT": 1999.99})
+            await ex.poll()
+            assert pos.amount == D("0.01") and pos.entry_price == D("2000")
+            assert ex.cash == D("1000") - D("20") - D("0.02")
+            # a second limit order that never fills is cancelled after the timeout, cash released
+            pos2 = await ex.open_position(opp("BTC/USDT", price=50000.0),
+                                          Approval(D("0.001"), D("50000"), D("48500"), D("53000"), "t"))
+            await ex.portfolio({"BTC/USDT": 50100.0})
+            clock.advance_to(clock.now_ms() + 600_000)
+            await ex.poll()
+            orders = [await store.get_order(f"pt-{pos2.id}-e1")]
+            return pos2, orders[0], (await ex.portfolio({})).cash
+
+    pos2, order, cash = asyncio.run(main())
+    assert pos2.status == "closed" and pos2.amount == 0 and pos2.exit_reason.startswith("entry_timeout")
+    assert order.status == OrderStatus.CANCELLED
+    assert cash == D("1000") - D("20") - D("0.02")
+
+
+def test_resting_order_survives_restart_and_insufficient_cash_is_refused(tmp_path):
+    cfg = make_cfg(trading={"order_type": "limit"}, paper={"starting_balance": D("100")})
+    clock, gw = setup(tmp_path, cfg)
+
+    async def first():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            assert await ex.open_position(opp("ETH/USDT", price=2000.0),
+                                          Approval(D("0.06"), D("2000"), D("1940"), D("2120"), "t")) is None
+            return await ex.open_position(opp("ETH/USDT", price=2000.0),
+                                          Approval(D("0.04"), D("2000"), D("1940"), D("2120"), "t"))
+
+    assert asyncio.run(first()) is not None
+
+    async def second():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            before = (await ex.portfolio({"ETH/USDT": 2001.0})).cash
+            await ex.portfolio({"ETH/USDT": 1990.0})
+            await ex.poll()
+            return before, ex.positions[0].amount, ex.cash
+
+    before, amount, cash = asyncio.run(second())
+    assert before == D("100") - D("80") * D("1.001") and amount == D("0.04") and cash == D("100") - D("80.08")

@@ -1,0 +1,301 @@
+"""Risk gate: sizing, every check, persisted halts, and a property no input sequence can break."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.clock import VirtualClock
+from core.models import OrderBook, Position
+from core.trading.portfolio import build
+from core.trading.risk import DAY_MS, RESUME_KEY, Approval, Rejection, RiskGate
+from core.trading.rules import ValidOrder, conform_order
+from core.store.state import Store
+from tests.support.trading import btc_depth, make_cfg, opp, sample_markets
+
+T0 = 1_625_097_600_000  # 2021-07-01 00:00 UTC
+BTC = "BTC/USDT"
+D = Decimal
+
+
+def run_gate(tmp_path: Path, cfg, body, now: int = T0):
+    async def main():
+        async with Store.open(tmp_path / "risk.db") as store:
+            clock = VirtualClock(now)
+            gate = RiskGate(cfg, store, clock)
+            await gate.load()
+            return await body(gate, store, clock)
+
+    return asyncio.run(main())
+
+
+def wallet(cash="1000", positions=(), prices=None):
+    return build(D(cash), {}, list(positions), {k: D(str(v)) for k, v in (prices or {}).items()})
+
+
+def held(symbol, amount, price):
+    return Position(symbol=symbol, strategy="t", amount=D(str(amount)), entry_price=D(str(price)),
+                    stop=D(str(price)) * D("0.9"), target=D(str(price)) * D("1.2"), opened_ms=T0, id=1)
+
+
+def test_size_from_risk_then_capped_by_position_size(tmp_path):
+    market = sample_markets()[BTC]
+
+    async def body(gate, store, clock):
+        a = await gate.evaluate(opp(price=13896.5, stop=13896.5 * 0.98), market, None, wallet("1000"))
+        return a
+
+    # risk binds: 1% of 1000 = 10 USDT lost at a stop 2% below -> ~500 USDT position
+    a = run_gate(tmp_path, make_cfg(trading={"position_size_pct": 0.9}, risk={"max_asset_exposure_pct": 0.9}), body)
+    assert isinstance(a, Approval), a
+    assert "bound by risk" in a.reason
+    loss_at_stop = a.amount * (a.price - a.stop)
+    assert D("9.99") < loss_at_stop <= D("10")
+    assert a.stop == D("13618.57")  # 2 % below, rounded up to the 0.01 tick (never wider)
+    assert a.amount == a.amount.quantize(D("0.000001"))  # the real BTCUSDT lot step
+    # default cap: 10 % of equity
+    a = run_gate(tmp_path / "b", make_cfg(), body)
+    assert isinstance(a, Approval) and "bound by position_size" in a.reason
+    assert a.amount * a.price <= D("100") and a.amount * a.price > D("99.98")
+
+
+def test_stop_never_wider_than_config_and_default_target(tmp_path):
+    market = sample_markets()[BTC]
+
+    async def body(gate, store, clock):
+        return await gate.evaluate(opp(price=20000.0, stop=15000.0, target=19000.0), market, None, wallet())
+
+    a = run_gate(tmp_path, make_cfg(trading={"stop_loss_pct": 0.03, "take_profit_pct": 0.06}), body)
+    assert a.stop == D("19400.00") and a.target == D("21200.00")
+
+
+@pytest.mark.parametrize("check,setup", [
+    ("side", lambda: dict(o=replace(opp(), side="sell"))),
+    ("min_score", lambda: dict(o=opp(score=40.0))),
+    ("one_per_pair", lambda: dict(w=wallet(positions=[held(BTC, "0.001", 13000)]))),
+    ("max_positions", lambda: dict(w=wallet(positions=[held("ETH/USDT", 1, 100), held("ADA/USDT", 10, 1)]),
+                                   cfg=make_cfg(risk={"max_open_positions": 2}))),
+    ("exchange_rules", lambda: dict(w=wallet("50"))),  # 10 % of 50 USDT is under the 10 USDT minimum notional
+    ("cash", lambda: dict(w=build(D("0"), {}, [held("ETH/USDT", 1, 1000)], {}))),
+    ("exposure", lambda: dict(w=wallet("750", positions=[held("BTC/EUR", "0.02", 12500)]))),
+    ("spread", lambda: dict(book=btc_depth(), cfg=make_cfg(risk={"max_spread_pct": 1e-7}))),
+    ("slippage", lambda: dict(book=btc_depth(), w=wallet("1000000"),
+                              cfg=make_cfg(trading={"position_size_pct": 0.42},
+                                           risk={"risk_per_trade_pct": 0.2, "max_slippage_pct": 0.0001,
+                                                 "min_depth_multiple": 1, "max_asset_exposure_pct": 0.5}))),
+    ("depth", lambda: dict(book=btc_depth(), w=wallet("1000000"),  # 19.5 BTC wanted, 40 in the book, 3x needed
+                           cfg=make_cfg(trading={"position_size_pct": 0.27},
+                                        risk={"risk_per_trade_pct": 0.2, "max_asset_exposure_pct": 0.5}))),
+    ("depth", lambda: dict(book=btc_depth(), w=wallet("1000000"),  # more than the whole visible book
+                           cfg=make_cfg(trading={"position_size_pct": 0.9},
+                                        risk={"risk_per_trade_pct": 0.2, "max_asset_exposure_pct": 0.9}))),
+    ("book", lambda: dict(book=OrderBook(BTC, T0, (), ((13896.14, 1.0),)))),
+])
+def test_every_rejection_is_logged_and_counted(tmp_path, caplog, check, setup):
+    s = setup()
+    cfg = s.get("cfg", make_cfg())
+
+    async def body(gate, store, clock):
+        r = await gate.evaluate(s.get("o", opp(price=13896.14)), sample_markets()[BTC], s.get("book"),
+                                s.get("w", wallet()))
+        return r, gate.rejections
+
+    with caplog.at_level(logging.INFO, logger="core.trading.risk"):
+        r, counts = run_gate(tmp_path, cfg, body)
+    assert isinstance(r, Rejection) and r.check == check, r
+    assert counts[check] == 1
+    line = [rec for rec in caplog.records if rec.name == "core.trading.risk" and "rejected" in rec.getMessage()]
+    assert line and BTC in line[0].getMessage() and check in line[0].getMessage() and r.reason in line[0].getMessage()
+
+
+def test_book_checks_pass_on_a_deep_real_book(tmp_path):
+    async def body(gate, store, clock):
+        return await gate.evaluate(opp(price=13890.0), sample_markets()[BTC], btc_depth(), wallet())
+
+    a = run_gate(tmp_path, make_cfg(), body)
+    assert isinstance(a, Approval)
+    assert a.price == D("13896.14")  # a market buy is sized at the best ask, not the signal's price
+
+
+def test_cooldown_after_exit_survives_restart(tmp_path):
+    cfg = make_cfg(risk={"cooldown_minutes": 30})
+    m = sample_markets()[BTC]
+
+    async def first(gate, store, clock):
+        gate.on_exit(BTC, T0)
+        r = await gate.evaluate(opp(), m, None, wallet())
+        return r
+
+    assert run_gate(tmp_path, cfg, first).check == "cooldown"
+
+    async def later(gate, store, clock):
+        r1 = await gate.evaluate(opp(), m, None, wallet())
+        clock.advance_to(T0 + 30 * 60_000)
+        r2 = await gate.evaluate(opp(), m, None, wallet())
+        return r1, r2
+
+    r1, r2 = run_gate(tmp_path, cfg, later, now=T0 + 29 * 60_000)  # a restart 29 minutes later
+    assert isinstance(r1, Rejection) and r1.check == "cooldown"
+    assert isinstance(r2, Approval)
+
+
+def test_daily_loss_halts_until_next_utc_day_and_survives_restart(tmp_path):
+    cfg = make_cfg(risk={"max_daily_loss_pct": 0.03})
+    m = sample_markets()[BTC]
+
+    async def day1(gate, store, clock):
+        assert await gate.on_equity(D("1000"), T0 + 3_600_000) == []
+        assert await gate.on_equity(D("975"), T0 + 7_200_000) == []  # 2.5 %: still fine
+        new = await gate.on_equity(D("970"), T0 + 10_800_000)  # 3 %: halt
+        return new, await gate.evaluate(opp(), m, None, wallet("970")), gate.emergency
+
+    new, r, emergency = run_gate(tmp_path, cfg, day1)
+    assert len(new) == 1 and new[0].startswith("daily_loss")
+    assert r.check == "halt" and not emergency
+
+    async def restart(gate, store, clock):
+        r1 = await gate.evaluate(opp(), m, None, wallet("970"))
+        await gate.on_equity(D("970"), T0 + DAY_MS)  # next UTC day: lifted, new day start
+        r2 = await gate.evaluate(opp(), m, None, wallet("970"))
+        return r1, r2, gate.day_start_equity
+
+    r1, r2, start = run_gate(tmp_path, cfg, restart, now=T0 + 20 * 3_600_000)
+    assert r1.check == "halt" and isinstance(r2, Approval) and start == D("970")
+
+
+def test_drawdown_halt_is_an_emergency_until_resumed_or_reconfigured(tmp_path):
+    cfg = make_cfg(risk={"max_drawdown_pct": 0.15, "max_daily_loss_pct": 0.15})
+
+    async def crash(gate, store, clock):
+        await gate.on_equity(D("1000"), T0)
+        await gate.on_equity(D("1200"), T0 + DAY_MS)  # new peak, new day
+        new = await gate.on_equity(D("1019"), T0 + DAY_MS + 1)  # 15.08 % below the peak
+        return new, gate.emergency
+
+    new, emergency = run_gate(tmp_path, cfg, crash)
+    assert any(h.startswith("drawdown") for h in new) and emergency
+
+    async def restart_then_resume(gate, store, clock):
+        assert gate.emergency  # persisted
+        # what `pitrader status --resume` writes while the service runs:
+        await store.set_state(RESUME_KEY, {"requested_ms": T0})
+        await gate.on_equity(D("1019"), T0 + DAY_MS + 2)
+        after = gate.emergency, gate.peak_equity, await store.get_state(RESUME_KEY)
+        await gate.on_equity(D("1019"), T0 + DAY_MS + 3)  # counted from the resume point now
+        return after, gate.emergency
+
+    (emergency_after, peak, request), still = run_gate(tmp_path, cfg, restart_then_resume, now=T0 + DAY_MS + 2)
+    assert emergency_after is False and peak == D("1019") and request is None and still is False
+
+
+def test_drawdown_halt_lifted_by_a_config_change(tmp_path):
+    cfg = make_cfg(risk={"max_drawdown_pct": 0.1, "max_daily_loss_pct": 0.1})
+
+    async def body(gate, store, clock):
+        await gate.on_equity(D("1000"), T0)
+        await gate.on_equity(D("890"), T0 + 1)
+        assert gate.emergency
+        gate.update_config(make_cfg(risk={"max_drawdown_pct": 0.2, "max_daily_loss_pct": 0.1}))
+        return gate.emergency, [h for h in gate.halts if h.startswith("daily_loss")]
+
+    emergency, daily = run_gate(tmp_path, cfg, body)
+    assert emergency is False and daily  # only the drawdown halt is lifted
+
+
+# --- property: no sequence of opportunities and prices can push the gate past a limit -------------
+
+SYMS = ["BTC/USDT", "ETH/USDT", "ADA/USDT", "DOGE/USDT", "LINK/USDT"]
+START_PX = {"BTC/USDT": 33000.0, "ETH/USDT": 2100.0, "ADA/USDT": 1.4, "DOGE/USDT": 0.25, "LINK/USDT": 19.0}
+
+action = st.one_of(
+    st.tuples(st.just("opp"), st.integers(0, 4), st.floats(40, 100), st.floats(0.0, 0.2), st.floats(-0.1, 0.3),
+              st.booleans()),
+    st.tuples(st.just("move"), st.integers(0, 4), st.floats(0.5, 1.6)),
+    st.tuples(st.just("exit"), st.integers(0, 10)),
+    st.tuples(st.just("tick"), st.integers(1, 3 * 24 * 60)),
+)
+
+limits = st.fixed_dictionaries({
+    "max_open_positions": st.integers(1, 4),
+    "risk_per_trade_pct": st.floats(0.002, 0.2),
+    "position_size_pct": st.floats(0.02, 0.9),
+    "exposure_extra": st.floats(0.0, 0.4),
+    "max_slippage_pct": st.floats(0.0005, 0.02),
+})
+
+
+def scaled_book(symbol: str, price: float) -> OrderBook:
+    """The real BTC book moved to ``price`` with the same quote depth."""
+    b = btc_depth()
+    f = price / b.asks[0][0]
+    return OrderBook(symbol, T0, tuple((p * f, a / f) for p, a in b.bids), tuple((p * f, a / f) for p, a in b.asks))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lim=limits, actions=st.lists(action, min_size=5, max_size=40),
+       start_cash=st.sampled_from(["300", "1000", "25000"]))
+def test_no_sequence_exceeds_any_limit(lim, actions, start_cash):
+    size = lim["position_size_pct"]
+    cfg = make_cfg(trading={"position_size_pct": size},
+                   risk={"max_open_positions": lim["max_open_positions"],
+                         "risk_per_trade_pct": lim["risk_per_trade_pct"],
+                         "max_asset_exposure_pct": min(1.0, size + lim["exposure_extra"]),
+                         "max_slippage_pct": lim["max_slippage_pct"], "cooldown_minutes": 60,
+                         "max_daily_loss_pct": 0.05, "max_drawdown_pct": 0.2})
+    markets = sample_markets()
+    fee = D(str(cfg.paper.fee_pct))
+    slip = D(str(cfg.risk.max_slippage_pct))
+
+    async def main(path):
+        async with Store.open(path) as store:
+            clock = VirtualClock(T0)
+            gate = RiskGate(cfg, store, clock)
+            await gate.load()
+            cash, positions, prices = D(start_cash), [], {s: D(str(p)) for s, p in START_PX.items()}
+            for a in actions:
+                w = build(cash, {}, positions, prices)
+                if a[0] == "move":
+                    prices[SYMS[a[1]]] = (prices[SYMS[a[1]]] * D(str(a[2]))).quantize(D("0.00000001"))
+                elif a[0] == "tick":
+                    clock.advance_to(clock.now_ms() + a[1] * 60_000)
+                    await gate.on_equity(w.equity, clock.now_ms())
+                elif a[0] == "exit" and positions:
+                    p = positions.pop(a[1] % len(positions))
+                    cash += p.amount * prices[p.symbol] * (1 - fee)
+                    gate.on_exit(p.symbol, clock.now_ms())
+                elif a[0] == "opp":
+                    _, i, score, stop_f, tgt_f, with_book = a
+                    sym, px = SYMS[i], float(prices[SYMS[i]])
+                    o = opp(sym, price=px, score=score, stop=px * (1 - stop_f), target=px * (1 + tgt_f))
+                    book = scaled_book(sym, px) if with_book else None
+                    halted = bool(gate.halts)
+                    r = await gate.evaluate(o, markets[sym], book, w)
+                    if isinstance(r, Rejection):
+                        continue
+                    cost = r.amount * r.price
+                    assert not halted
+                    assert score >= 50
+                    assert len(w.positions) < cfg.risk.max_open_positions
+                    assert not any(p.symbol == sym for p in positions)
+                    assert cost <= w.equity * D(str(size))
+                    assert w.exposure(markets[sym].base) + cost <= w.equity * D(str(cfg.risk.max_asset_exposure_pct))
+                    assert cost * (1 + fee) * (1 + slip) <= w.cash
+                    assert isinstance(conform_order(markets[sym], "buy", r.amount, r.price), ValidOrder)
+                    assert r.stop >= r.price * (1 - D(str(cfg.trading.stop_loss_pct))) and r.stop < r.price < r.target
+                    paid = cost * (1 + slip)  # the worst fill the gate allowed for
+                    cash -= paid * (1 + fee)
+                    assert cash >= 0
+                    positions.append(Position(symbol=sym, strategy="t", amount=r.amount, entry_price=paid / r.amount,
+                                              stop=r.stop, target=r.target, opened_ms=clock.now_ms(),
+                                              id=len(positions)))
+                assert len(positions) <= cfg.risk.max_open_positions
+
+    with tempfile.TemporaryDirectory() as d:
+        asyncio.run(main(Path(d) / "p.db"))
