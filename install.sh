@@ -3,7 +3,7 @@
 #   sudo ./install.sh               install the service (64-bit Raspberry Pi OS / Debian 12+)
 #   sudo ./install.sh --uninstall   remove program and unit; keeps config, secrets and state
 #   sudo ./install.sh --uninstall --purge   ... and removes config, secrets, state, logs, user
-#   ./install.sh --dev              local development: .venv in this checkout, editable + test extra
+#   ./install.sh --dev              local development: .venv in this checkout, editable + test and research extras
 # Options (install): --no-start     do not enable and start the service
 #                    --no-systemctl never call systemctl (images, containers, staging)
 #                    --no-warmup    skip compiling the numba cache
@@ -95,13 +95,27 @@ install_dev() {
     local want; want="$(sha256sum "$HERE/pyproject.toml" | cut -d' ' -f1)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import core, numba, ccxt, talib" 2>/dev/null; then
         say "up to date ($venv)"
+        dev_warmup "$venv"
         return 0
     fi
-    say "installing pitrader (editable) with the test extra"
+    say "installing pitrader (editable) with the test and research extras"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null || die "pip upgrade failed"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$HERE[test]" || die "pip install failed (see above)"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$HERE[test,research]" || die "pip install failed (see above)"
     echo "$want" > "$stamp"
+    dev_warmup "$venv"
     say "done: $venv/bin/pitrader"
+}
+
+dev_warmup() {
+    # The first `pitrader demo` otherwise sits ~15 s on "waiting for the first scan" compiling.
+    # Already-cached kernels load in a second, so a second run stays fast.
+    if [ "$NO_WARMUP" = 1 ]; then
+        say "skipping numba warm-up (--no-warmup): the first demo/scan compiles (~15 s)"
+        return 0
+    fi
+    say "compiling the numba kernels (pitrader warmup --defaults)"
+    (cd "$HERE" && "$1/bin/pitrader" --env-file /dev/null warmup --defaults >/dev/null) \
+        || say "warning: numba warm-up failed; the first run compiles instead"
 }
 
 # --- Raspberry Pi / Debian service install -----------------------------------------------------

@@ -1,20 +1,33 @@
 """Full indicator set, all pairs in one 2-D call vs TA-Lib pair by pair (same process).
 
-Data: the 126 real Binance pairs in ../shared/data/ohlcv/1h, last 5000 1h candles each,
-left-padded with NaN where a pair has less history (exactly what the candle store feeds
-the scanner). Each figure is the median of interleaved repetitions after a warm-up call.
+Data: the 126 real Binance pairs in ../shared/data/ohlcv/1h, the last --candles 1h candles
+of each (default 5482, the whole history of the longest pair), left-padded with NaN where a
+pair has less history (exactly what the candle store feeds the scanner). Each figure is the
+median of interleaved repetitions after a warm-up call, so background noise hits all alike.
 
-Two ways of holding the results are measured, because allocation is not free here:
-  * scan: every output of every pair is kept until the set is done (what a scan needs);
-    both sides allocate fresh arrays each time.
-  * reuse: pitrader writes into buffers allocated once (``out=``, what the scanner does
-    every cycle); TA-Lib gets its best case, each result dropped right after the call.
+pitrader is timed twice: on core.indicators.THREADS threads (one per core by default;
+the machine's core count is printed with it) and on one thread (THREADS = 1), so the
+parallel figure and what the kernels do on one core are both on record.
 
-Run: .venv/bin/python benchmarks/bench_indicators.py [--repeats 7] [--candles 5000]
+Ways of holding the results, because allocation is not free at this size (77 MB of outputs):
+  * fresh: every output of every pair is kept until the set is done (what a scan needs);
+    pitrader allocates its outputs on each call.
+  * out=:  pitrader writes into buffers allocated once (what a caller repeating the same
+    shape does).
+  TA-Lib is timed keeping all results (like fresh) and dropping each right after the call
+  (its best case: the allocator hands back the same memory). The headline ratio is the
+  strictest pairing: pitrader fresh vs TA-Lib dropping.
+
+A second, small case (--small candles, default 500: the scanner's window) shows why calls
+below core.indicators.PARALLEL_MIN_CELLS stay on the calling thread: it times the serial
+path against the thread pool forced on.
+
+Run: .venv/bin/python benchmarks/bench_indicators.py [--repeats 15] [--candles 5482] [--small 500]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -88,8 +101,33 @@ def talib_drop(h, l, c, v):
         talib_pair(h[r], l[r], c[r], v[r])
 
 
-def per_indicator(h, l, c, v, bufs, repeats: int) -> list[tuple[str, float, float]]:
-    """Median ms per indicator: pitrader into buffers vs TA-Lib pair by pair (dropped)."""
+def on_threads(n: int, fn):
+    """fn run with core.indicators.THREADS = n (1: every call on the calling thread)."""
+    def run():
+        before = ind.THREADS
+        ind.THREADS = n
+        try:
+            return fn()
+        finally:
+            ind.THREADS = before
+    return run
+
+
+def forced_parallel(fn):
+    """fn run with the size threshold off, so even a small call uses the thread pool."""
+    def run():
+        before = ind.PARALLEL_MIN_CELLS
+        ind.PARALLEL_MIN_CELLS = 0
+        try:
+            return fn()
+        finally:
+            ind.PARALLEL_MIN_CELLS = before
+    return run
+
+
+def per_indicator(h, l, c, v, bufs, repeats: int) -> list[tuple[str, float, float, float]]:
+    """Median ms per indicator: pitrader into buffers (all threads, one thread) vs TA-Lib
+    pair by pair (dropped)."""
     rows = []
     for k, name in enumerate(NAMES):
         def mine(name=name):
@@ -99,12 +137,9 @@ def per_indicator(h, l, c, v, bufs, repeats: int) -> list[tuple[str, float, floa
             for r in range(c.shape[0]):
                 talib_pair_one(k, h[r], l[r], c[r], v[r])
 
-        mine(), theirs()
-        a, b = [], []
-        for _ in range(repeats):
-            a.append(timed(mine))
-            b.append(timed(theirs))
-        rows.append((name, statistics.median(a) * 1e3, statistics.median(b) * 1e3))
+        fns = (mine, on_threads(1, mine), theirs)
+        samples = interleaved(fns, repeats)
+        rows.append((name, *(statistics.median(s) * 1e3 for s in samples)))
     return rows
 
 
@@ -139,6 +174,17 @@ def timed(fn) -> float:
     return elapsed
 
 
+def interleaved(fns, repeats: int) -> list[list[float]]:
+    """A warm-up call of each, then `repeats` rounds calling each once per round."""
+    for fn in fns:
+        fn()
+    samples = [[] for _ in fns]
+    for _ in range(repeats):
+        for s, fn in zip(samples, fns):
+            s.append(timed(fn))
+    return samples
+
+
 def same_values(batch, per_pair) -> bool:
     for k, ours_out in enumerate(batch):
         ours_rows = ours_out if isinstance(ours_out, tuple) else (ours_out,)
@@ -152,8 +198,9 @@ def same_values(batch, per_pair) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--candles", type=int, default=5000)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--candles", type=int, default=5482)
+    ap.add_argument("--small", type=int, default=500, help="candles of the small (scanner-size) case")
     args = ap.parse_args()
 
     m = load_matrix(args.candles)
@@ -162,58 +209,60 @@ def main() -> int:
     t = time.perf_counter()
     ind.warmup()
     warm_s = time.perf_counter() - t
+    threads = ind.THREADS
     bufs = buffers(c.shape)
     runs = {
-        "pitrader scan (fresh outputs, all kept)": lambda: ours(h, l, c, v),
-        "TA-Lib    scan (pair by pair, all kept)": lambda: talib_keep(h, l, c, v),
-        "pitrader reuse (out= buffers)": lambda: ours(h, l, c, v, bufs),
-        "TA-Lib    best (each result dropped)": lambda: talib_drop(h, l, c, v),
+        f"pitrader {threads} threads, fresh outputs": lambda: ours(h, l, c, v),
+        f"pitrader {threads} threads, out= buffers": lambda: ours(h, l, c, v, bufs),
+        "pitrader 1 thread,  fresh outputs": on_threads(1, lambda: ours(h, l, c, v)),
+        "pitrader 1 thread,  out= buffers": on_threads(1, lambda: ours(h, l, c, v, bufs)),
+        "TA-Lib pair by pair, all kept": lambda: talib_keep(h, l, c, v),
+        "TA-Lib pair by pair, each dropped": lambda: talib_drop(h, l, c, v),
     }
-    for fn in runs.values():  # warm-up call (caches, allocator)
-        fn()
-    samples = {name: [] for name in runs}
-    try:
-        from rich.progress import Progress
-        progress = Progress(transient=True, disable=not sys.stdout.isatty())
-    except ImportError:  # pragma: no cover
-        progress = None
-    with progress or _Null() as p:
-        task = p.add_task("timing", total=args.repeats) if p else None
-        for _ in range(args.repeats):
-            for name, fn in runs.items():  # interleaved: background noise hits all alike
-                samples[name].append(timed(fn))
-            if p:
-                p.advance(task)
-    med = {name: statistics.median(s) * 1e3 for name, s in samples.items()}
+    med = {name: statistics.median(s) * 1e3 for name, s in zip(runs, interleaved(list(runs.values()), args.repeats))}
     names = list(runs)
-    identical = same_values(ours(h, l, c, v), talib_keep(h, l, c, v))
+    identical = (same_values(ours(h, l, c, v), talib_keep(h, l, c, v))
+                 and same_values(on_threads(1, lambda: ours(h, l, c, v))(), talib_keep(h, l, c, v)))
 
     print(f"indicator set: {', '.join(NAMES)} (TA-Lib defaults)")
     print(f"data: {pairs} pairs x {candles} 1h candles (NaN-padded), {args.repeats} interleaved repeats")
+    print(f"machine: {os.cpu_count()} cores, nproc {len(os.sched_getaffinity(0))}; pitrader THREADS = {threads} "
+          f"(calling thread + pool); TA-Lib {talib.__version__} (one thread)")
     print(f"numba warm-up (compile or cache load): {warm_s:.2f} s")
-    print(f"values identical to TA-Lib (all pairs, all outputs): {'yes' if identical else 'NO'}")
+    print(f"values identical to TA-Lib (all pairs, all outputs, both thread counts): {'yes' if identical else 'NO'}")
     print()
     print(f"{'median time':42s} {'ms':>8s}")
     for name in names:
         print(f"{name:42s} {med[name]:8.2f}")
     print()
-    r_scan = med[names[1]] / med[names[0]]
-    r_reuse = med[names[3]] / med[names[2]]
-    print(f"speed-up, scan  (TA-Lib / pitrader): {r_scan:5.2f}x   target >= 2x: {'met' if r_scan >= 2 else 'NOT met'}")
-    print(f"speed-up, reuse (TA-Lib / pitrader): {r_reuse:5.2f}x   target >= 2x: {'met' if r_reuse >= 2 else 'NOT met'}")
+    fresh, reuse, fresh1, reuse1, keep, drop = (med[n] for n in names)
+    print("speed-up (TA-Lib / pitrader):")
+    for label, a, b in ((f"{threads} threads, fresh vs TA-Lib dropped (strictest)", drop, fresh),
+                        (f"{threads} threads, fresh vs TA-Lib kept", keep, fresh),
+                        (f"{threads} threads, out= vs TA-Lib dropped", drop, reuse),
+                        ("1 thread,  fresh vs TA-Lib dropped", drop, fresh1),
+                        ("1 thread,  fresh vs TA-Lib kept", keep, fresh1),
+                        ("1 thread,  out= vs TA-Lib dropped", drop, reuse1)):
+        r = a / b
+        print(f"  {label:52s} {r:5.2f}x   target >= 2x: {'met' if r >= 2 else 'NOT met'}")
     print()
-    print(f"{'per indicator (median ms)':26s} {'pitrader':>9s} {'TA-Lib':>9s} {'ratio':>7s}")
-    for name, a, b in per_indicator(h, l, c, v, bufs, args.repeats):
-        print(f"{name:26s} {a:9.2f} {b:9.2f} {b / a:6.2f}x")
+    print(f"{'per indicator, out= (median ms)':32s} {f'{threads} thr':>8s} {'1 thr':>8s} {'TA-Lib':>8s} {'ratio':>7s}")
+    for name, a, a1, b in per_indicator(h, l, c, v, bufs, args.repeats):
+        print(f"{name:32s} {a:8.2f} {a1:8.2f} {b:8.2f} {b / a:6.2f}x")
+
+    s = {k: np.ascontiguousarray(x[:, -args.small:]) for k, x in m.items()}
+    sh, sl, sc, sv = s["high"], s["low"], s["close"], s["volume"]
+    sbufs = buffers(sc.shape)
+    small = {"serial (the default below the threshold)": lambda: ours(sh, sl, sc, sv, sbufs),
+             f"thread pool forced on ({threads} threads)": forced_parallel(lambda: ours(sh, sl, sc, sv, sbufs)),
+             "TA-Lib pair by pair, each dropped": lambda: talib_drop(sh, sl, sc, sv)}
+    smed = [statistics.median(x) * 1e3 for x in interleaved(list(small.values()), args.repeats * 4)]
+    print()
+    print(f"small case: {pairs} pairs x {args.small} candles = {sc.size:,} cells "
+          f"(threshold PARALLEL_MIN_CELLS = {ind.PARALLEL_MIN_CELLS:,}), out= buffers")
+    for name, ms in zip(small, smed):
+        print(f"  {name:42s} {ms:8.3f} ms")
     return 0
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 if __name__ == "__main__":

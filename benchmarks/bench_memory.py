@@ -9,7 +9,7 @@ loop sees in 2.8 hours (a few new hourly candles, universe and market refreshes)
 ``--speed 3600`` is a stress run (a new hourly candle for every pair every ~40 cycles and the
 hourly jobs every second).
 
-    .venv/bin/python benchmarks/bench_memory.py [--cycles 1000] [--speed 400]
+    .venv/bin/python benchmarks/bench_memory.py [--cycles 1000] [--speed 400] [--keep-library-pages]
 
 Prints RSS at start, after the first scan and every 100 cycles, then steady RSS (after
 warm-up) and growth from cycle 100 to the last. Targets: steady <= 200 MB, growth < 5 MB.
@@ -127,6 +127,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=1000)
     ap.add_argument("--speed", type=float, default=LIVE_PACED, help="market seconds per wall second")
+    ap.add_argument("--keep-library-pages", action="store_true",
+                    help="reference: do not release LLVM's code pages after the first scan (core/service/memory.py)")
     args = ap.parse_args()
+    if args.keep_library_pages:
+        import core.service.hooks
+
+        core.service.hooks.release_library_pages = lambda: 0
     os.environ.setdefault("PYTHONHASHSEED", "0")
     asyncio.run(main(args.cycles, args.speed))

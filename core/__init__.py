@@ -4,7 +4,7 @@ The packages follow one cycle of the engine, and each may import only from its o
 the layers before it (``tests/test_architecture.py`` enforces this and the absence of cycles):
 
 1. leaves: ``models`` (domain dataclasses, order state table), ``clock``, ``log``,
-   ``indicators`` (numba kernels), ``fields`` (config field helpers), ``timeframes``;
+   ``indicators`` (numba kernels), ``fields`` (config field helpers), ``timeframes``, ``events``;
 2. ``strategies`` (top-level package): plugins that score every pair;
 3. ``config``, ``secrets``: config.json and the env file into frozen dataclasses;
 4. ``store``: the only place with SQL (state, backtest store);
@@ -13,7 +13,7 @@ the layers before it (``tests/test_architecture.py`` enforces this and the absen
 7. ``trading``: risk gate, exchange rules, executors (paper, live), exits, portfolio, stats;
 8. ``tax``: the ledger, imports and reports;
 9. ``engine``: the loop that drives scan -> risk -> execute -> exits;
-10. ``service`` (systemd, health, the live dashboard) and ``backtest``;
+10. ``service`` (systemd, health, the live dashboard), ``notify`` (outbox sender, Telegram) and ``backtest``;
 11. ``research``: optional tools for a desktop or cluster (never imported by the appliance);
 12. ``commands`` and ``cli``: one module per subcommand.
 """

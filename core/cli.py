@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +21,24 @@ from rich.highlighter import RegexHighlighter
 from rich.theme import Theme
 
 from core import __version__
-from core.exchange.gateway import AuthenticationFailed, GatewayError
-from core.exchange.replay import DataError
+from core.commands._storage import EX_NOPERM, StorageError, from_numba
 from core.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
 from core.secrets import Secrets, check_mode, default_env_path, load_secrets
+from core.store.errors import EX_STATE, StateDatabaseError, storage_fault
 
 EX_USAGE = 2
 EX_DATAERR = 65  # sysexits: bad input data (recorded candles, imports)
 EX_UNAVAILABLE = 69  # the exchange cannot be reached
 EX_SOFTWARE = 70  # a bug
+EX_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+# Every code the CLI uses, for --help and README (tests check both list the same codes).
+EXIT_CODES = {
+    0: "ok", 1: "a check, download or verification failed", 2: "usage", 65: "bad input data",
+    66: "an input file is missing", 69: "exchange unreachable", 70: "internal error (a bug)",
+    73: "an output file cannot be created", EX_STATE: "the state database needs a person",
+    EX_NOPERM: "a directory pitrader must write (state, numba cache) is unusable",
+    EX_CONFIG: "bad configuration or secrets", EX_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 @dataclass
@@ -117,8 +127,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         prog="pitrader", formatter_class=fmt,
         description="Crypto trading appliance: numba market scanner, risk-gated executor, tax ledger.",
         epilog="Config: --config, else $PITRADER_CONFIG, /etc/pitrader/config.json, ./config.json. "
-               "Exit codes: 0 ok, 1 a check or download failed, 2 usage, 65 bad input data, 69 exchange "
-               "unreachable, 70 internal error, 78 bad configuration or secrets.")
+               "Exit codes: " + ", ".join(f"{k} {v}" for k, v in sorted(EXIT_CODES.items())) + ".")
     parser.add_argument("--version", action="version", version=f"pitrader {__version__}")
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=RichParser)
@@ -131,8 +140,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `run`: SIGHUP / SIGTERM are recorded from here on, before numba and ccxt are imported
+    # (seconds on a Pi); the engine takes them over (core/service/signals.py).
+    from core.service.signals import install_if_run
+
+    early = install_if_run(sys.argv[1:] if argv is None else list(argv))
+    try:
+        return _main(argv, early)
+    finally:
+        if early is not None:
+            early.uninstall()
+
+
+def _main(argv: list[str] | None, early) -> int:
+    from core.exchange.gateway import AuthenticationFailed, GatewayError
+    from core.exchange.replay import DataError
+
     parser, commands = build_parser()
     args = parser.parse_args(argv)
+    if early is not None and args.command != "run":
+        early.uninstall()
     if not args.command:
         parser.print_help()
         return EX_USAGE
@@ -157,8 +184,37 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayError as exc:
         print(f"pitrader: exchange unavailable: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
+    except StorageError as exc:
+        print(f"pitrader: {exc}", file=sys.stderr)
+        return EX_NOPERM
+    except StateDatabaseError as exc:
+        print(f"pitrader: {exc}", file=sys.stderr)
+        return EX_STATE
+    except sqlite3.DatabaseError as exc:  # found while reading or writing, after the checks at open
+        kind = storage_fault(exc)
+        if kind is None:
+            logging.getLogger("pitrader").exception("pitrader %s failed unexpectedly", args.command)
+            return EX_SOFTWARE
+        advice = {"corrupt": "restore the state database from a backup (pitrader backup list / restore)",
+                  "full": "free space on its file system", "io": "check the storage (SD card) and its mount"}[kind]
+        print(f"pitrader: database error in {ctx.state_dir}: {exc}; {advice}", file=sys.stderr)
+        return EX_STATE
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
+    except OSError as exc:
+        if exc.filename is None:  # not about a path we were told to use: a bug
+            logging.getLogger("pitrader").exception("pitrader %s failed unexpectedly", args.command)
+            return EX_SOFTWARE
+        print(f"pitrader: {exc.filename}: {exc.strerror or exc} (check the path and its permissions)",
+              file=sys.stderr)
+        return EX_NOPERM
+    except RuntimeError as exc:
+        storage = from_numba(exc)
+        if storage is None:
+            logging.getLogger("pitrader").exception("pitrader %s failed unexpectedly", args.command)
+            return EX_SOFTWARE
+        print(f"pitrader: {storage}", file=sys.stderr)
+        return EX_NOPERM
     except Exception:  # noqa: BLE001 - a bug: the journal gets the traceback at error priority
         logging.getLogger("pitrader").exception("pitrader %s failed unexpectedly", args.command)
         return EX_SOFTWARE

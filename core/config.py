@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import types
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.fields import EX_CONFIG, ConfigError, build_section, opt, show  # noqa: F401  (EX_CONFIG: the config layer's exit code)
+from core.fields import EX_CONFIG, MAX_DIGITS, BigNumber, ConfigError, build_section, opt, show  # noqa: F401  (EX_CONFIG: the config layer's exit code)
+from core.events import KINDS, LEVELS
 from core.timeframes import TIMEFRAME_MS
 
 # --- sections -----------------------------------------------------------------------------------
@@ -63,7 +65,8 @@ class ScannerConfig:
 
 @dataclass(frozen=True)
 class StrategiesConfig:
-    enabled: list = opt(["trend_following", "mean_reversion", "momentum"], "strategy plugins to run, by name")
+    enabled: list = opt(["trend_following", "mean_reversion", "momentum"], "strategy plugins to run, by name",
+                        min_items=1, min_items_why="expected at least one strategy (with none, nothing is ever traded)")
     weights: dict = opt({}, "ranking weight per strategy name (default 1.0)")
     params: dict = opt({}, "per-strategy parameters: {name: {param: value}}, validated by each plugin")
 
@@ -131,10 +134,47 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    backups_keep: int = opt(7, "state database backups kept (STATE/backups; also as many pre-migration copies)",
+                            min=1, max=365)
+    backup_every_h: float = opt(24.0, "hours between online backups of the state database while running",
+                                min=1, max=24 * 30)
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     audit_max_kb: int = opt(1024, "size of the rotating order/fill audit log, KiB", min=16, max=1 << 20)
     audit_backups: int = opt(5, "rotated audit log files kept", min=1, max=100)
+
+
+@dataclass(frozen=True)
+class TelegramConfig:
+    enabled: bool = opt(False, "send notifications to Telegram (bot token: TELEGRAM_BOT_TOKEN in the env file)")
+    chat_ids: list = opt([], "chat ids that receive messages and may give commands (strings, e.g. \"123456789\")")
+    api_url: str | None = opt(None, "Bot API base URL (null: https://api.telegram.org; proxies, the test fake)",
+                              pattern=r"https?://[^\s@]+")
+    events: list = opt([], "event kinds to send (empty: all)", item_choices=tuple(KINDS))
+    min_level: str = opt("info", "lowest level sent", choices=LEVELS)
+    commands: bool = opt(True, "answer /status, /pause, /close ... from the allow-listed chats")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    enabled: bool = opt(False, "POST notifications to NOTIFY_WEBHOOK_URL (set in the env file: it holds a token)")
+    format: str = opt("json", "body: json (pitrader's schema), discord or ntfy", choices=("json", "discord", "ntfy"))
+    events: list = opt([], "event kinds to send (empty: all)", item_choices=tuple(KINDS))
+    min_level: str = opt("info", "lowest level sent", choices=LEVELS)
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    daily_summary_hour: int = opt(20, "UTC hour of the daily summary (-1: none)", min=-1, max=23)
+    unreachable_minutes: int = opt(10, "tell after the exchange has been unreachable this long, minutes",
+                                   min=1, max=1440)
+    timeout_s: float = opt(10.0, "timeout of one delivery, seconds", gt=0, max=120)
 
 
 @dataclass(frozen=True)
@@ -149,7 +189,9 @@ class Config:
     paper: PaperConfig = field(default_factory=PaperConfig)
     tax: TaxConfig = field(default_factory=TaxConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
 
 
@@ -184,6 +226,13 @@ def _cross_checks(cfg: Config, file: str) -> None:
     if ctf is not None and (ctf not in tfs or TIMEFRAME_MS[ctf] <= TIMEFRAME_MS[tfs[0]]):
         raise ConfigError(file, "scanner.confirm_timeframe",
                           f"expected null or a timeframe from scanner.timeframes longer than {tfs[0]}, got {show(ctf)}")
+    tg = cfg.notify.telegram
+    for i, chat in enumerate(tg.chat_ids):
+        if not re.fullmatch(r"-?\d{1,20}", chat):
+            raise ConfigError(file, f"notify.telegram.chat_ids[{i}]", f"expected a numeric chat id such as \"123456789\", got {show(chat)}")
+    if tg.enabled and not tg.chat_ids:
+        raise ConfigError(file, "notify.telegram.chat_ids", "expected at least one chat id when notify.telegram.enabled is true "
+                          "(see README: Notifications)")
     for name, w in cfg.strategies.weights.items():
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 100:
             raise ConfigError(file, f"strategies.weights.{name}", f"expected a number from 0 to 100, got {show(w)}")
@@ -203,18 +252,77 @@ def config_from_dict(data: Any, file: str = "<dict>") -> Config:
     return replace(cfg, source=file)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # the default config is ~3 KB; a bigger file is a mistake, not a setting
+MAX_NESTING = 20  # config.json is at most 4 levels deep (strategies.params.<name>.<param>)
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice is a mistake (json.loads silently keeps the last)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+def _number(text: str, conv: Any) -> Any:
+    return BigNumber(text) if len(text) > MAX_DIGITS + 10 else conv(text)
+
+
+def _nesting(text: str) -> int:
+    """Deepest bracket nesting outside strings (checked before json.loads, which recurses)."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_NESTING:
+                    return deepest
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def load_config(path: str | os.PathLike) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(path, "(file)", f"expected at most {MAX_CONFIG_BYTES // 1024} KiB, got a larger file")
+        text = raw.decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(path, "(file)", "not found; pass --config PATH or set PITRADER_CONFIG") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "(file)", f"cannot be read: {exc.__class__.__name__}") from None
+    if _nesting(text) > MAX_NESTING:
+        raise ConfigError(path, "(file)", f"expected objects nested at most {MAX_NESTING} levels deep")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicates,
+                          parse_int=lambda t: _number(t, int), parse_float=lambda t: _number(t, float))
     except json.JSONDecodeError as exc:
         raise ConfigError(path, f"line {exc.lineno} column {exc.colno}", f"expected valid JSON ({exc.msg})") from None
+    except _Duplicate as exc:
+        raise ConfigError(path, str(exc), "key given twice in the same object (json keeps only the last; "
+                                          "remove one)") from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(path, "(file)", f"expected valid JSON ({exc.__class__.__name__})") from None
     return config_from_dict(data, str(path))
 
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Callable
 
 from core.clock import Clock, VirtualClock
+from core.log import audit
 from core.config import Config, ConfigError
 from core.trading.factory import make_executor
 from core.trading.exits import candle_exit, exit_reason
@@ -23,11 +24,14 @@ from core.exchange.gateway import AuthenticationFailed, ExchangeGateway, Gateway
 from core.models import Market, ScanResult
 from core.scan.pipeline import ScanPipeline
 from core.trading.risk import Approval, RiskGate
+from core.store.errors import StateDatabaseError, storage_fault
 from core.store.state import Store
 
 log = logging.getLogger(__name__)
 
-EQUITY_EVERY_MS = 60_000  # equity snapshots: at most one a minute
+EQUITY_EVERY_MS = 60_000
+PAUSE_KEY = "entries_paused"  # bot_state: a manual pause, kept across restarts  # equity snapshots: at most one a minute
+SUMMARY_EVERY_MS = 3_600_000  # an unchanged cycle summary is repeated at INFO once an hour
 
 
 @dataclass
@@ -42,8 +46,10 @@ class CycleReport:
     entries: list[str] = field(default_factory=list)
     exits: list[str] = field(default_factory=list)
     rejections: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # this cycle's refusals by check
     halts: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    prices: dict[str, float] = field(default_factory=dict)  # the cycle's marks (open positions, candidates)
 
 
 class Hooks:
@@ -93,18 +99,25 @@ class Engine:
         self.cycles = 0
         self.last_report: CycleReport | None = None
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # set by a stop or a reload request: ends a wait early
         self._reload = False
         self._started = False
         self._equity_ms = -EQUITY_EVERY_MS
+        self._summary, self._summary_ms = "", 0
+        self.storage_fault: str | None = None  # the state database cannot be written: entries paused
+        self._paused: dict | None = None  # a manual pause: {"by", "since_ms"}
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop requested") -> None:
         if not self._stop.is_set():
             log.info("%s: finishing the current step, then stopping", why)
         self._stop.set()
+        self._wake.set()
 
     def request_reload(self) -> None:
+        """Applied within a second between cycles (the wait is woken), at the next cycle otherwise."""
         self._reload = True
+        self._wake.set()
 
     @property
     def stopping(self) -> bool:
@@ -121,14 +134,62 @@ class Engine:
             return
         self.markets = await self.gateway.load_markets()
         await self.risk.load()
+        self._paused = await self.store.get_state(PAUSE_KEY)
+        if self._paused is not None:
+            log.warning("entries still paused by %s (since before the restart): `pitrader resume` allows them",
+                        self._paused.get("by", "?"))
         await self.executor.start()
         self._started = True
+
+    # --- manual control (CLI, Telegram): every action logged at WARNING and audited ------------
+    async def pause(self, who: str) -> bool:
+        """Stop new entries (exits go on) until ``resume``; survives restarts. False: already paused."""
+        if self._paused is not None:
+            return False
+        self._paused = {"by": who, "since_ms": self.clock.now_ms()}
+        await self.store.set_state(PAUSE_KEY, self._paused)
+        log.warning("entries paused by %s (exits go on)", who)
+        audit("pause", by=who)
+        return True
+
+    async def resume(self, who: str) -> bool:
+        if self._paused is None:
+            return False
+        self._paused = None
+        await self.store.delete_state(PAUSE_KEY)
+        log.warning("entries resumed by %s", who)
+        audit("resume", by=who)
+        return True
+
+    def pause_reason(self) -> str | None:
+        """Why new entries are paused right now (manual, storage or health), or None."""
+        if self._paused is not None:
+            return f"paused by {self._paused['by']}"
+        if self.storage_fault:
+            return f"state database not writable ({self.storage_fault})"
+        return self.hooks.entries_paused()
+
+    async def close_symbol(self, symbol: str, who: str) -> int:
+        """Sell every open position in ``symbol`` at market now; returns how many were closed."""
+        positions = [p for p in self.executor.positions if p.symbol == symbol and str(p.status) == "open"]
+        if not positions:
+            return 0
+        price = (await self.prices({symbol})).get(symbol)
+        if price is None:
+            raise GatewayError(f"no current price for {symbol}: nothing sold")
+        for pos in positions:
+            log.warning("manual close of %s #%s by %s at ~%s", pos.symbol, pos.id, who, price)
+            audit("manual_close", symbol=pos.symbol, position=pos.id, by=who)
+            await self.executor.close_position(pos, f"manual: {who}", price)
+            self.risk.on_exit(pos.symbol, self.clock.now_ms())
+        return len(positions)
 
     # --- one cycle ----------------------------------------------------------------------------
     async def scan(self) -> ScanResult:
         return await self.pipeline.scan()
 
-    async def _prices(self, symbols: set[str]) -> dict[str, float]:
+    async def prices(self, symbols: set[str]) -> dict[str, float]:
+        """Last prices of ``symbols``; a symbol the exchange refuses does not blind the rest."""
         if not symbols:
             return {}
         try:
@@ -158,7 +219,7 @@ class Engine:
         if not positions:
             return []
         if prices is None:
-            prices = await self._prices({p.symbol for p in positions})
+            prices = await self.prices({p.symbol for p in positions})
         done = []
         now = self.clock.now_ms()
         for pos in positions:
@@ -189,31 +250,33 @@ class Engine:
         return tuple(Decimal(repr(float(v))) for v in rows[-1, 1:5])  # type: ignore[return-value]
 
     async def _enter(self, scan: ScanResult, prices: dict[str, float], report: CycleReport) -> None:
-        paused = self.hooks.entries_paused()
+        """Each candidate through the cheap policy checks first; only a survivor costs an order book."""
+        paused = self.pause_reason()
+        refusals = self.risk.refusals
         portfolio = None  # valued once, and again only after an entry changed it
         for opp in scan.opportunities:
             if self.stopping:
                 break
             if paused:
-                log.info("entry %s skipped: %s", opp.symbol, paused)
-                report.rejections += 1
+                refusals.refuse(log, opp.symbol, "paused", "entries paused: %s", paused)
                 continue
             market = self.markets.get(opp.symbol)
             if market is None:
-                log.info("entry %s rejected: market unknown to the exchange", opp.symbol)
-                report.rejections += 1
+                refusals.refuse(log, opp.symbol, "market", "entry %s rejected: market unknown to the exchange",
+                                opp.symbol)
+                continue
+            if portfolio is None:
+                portfolio = await self.executor.portfolio(prices)
+            if await self.risk.precheck(opp, market, portfolio) is not None:
                 continue
             try:
                 book = await self._book(opp.symbol)
             except GatewayError as exc:
-                log.info("entry %s rejected: order book unavailable (%s)", opp.symbol, exc)
-                report.rejections += 1
+                refusals.refuse(log, opp.symbol, "book", "entry %s rejected: order book unavailable (%s)",
+                                opp.symbol, exc)
                 continue
-            if portfolio is None:
-                portfolio = await self.executor.portfolio(prices)
             decision = await self.risk.evaluate(opp, market, book, portfolio)
             if not isinstance(decision, Approval):
-                report.rejections += 1
                 continue
             log.info("entry %s %s: approved %s @ ~%s (stop %s, target %s): %s [%s %.0f]", opp.side, opp.symbol,
                      decision.amount, decision.price, decision.stop, decision.target, decision.reason,
@@ -224,6 +287,23 @@ class Engine:
                 report.entries.append(f"{opp.symbol} {opp.strategy} {opp.score:.0f}")
             else:  # refused by the exchange: cool the pair down instead of retrying every cycle
                 self.risk.on_exit(opp.symbol, self.clock.now_ms())
+        report.refused = dict(refusals.end_cycle())
+        report.rejections = sum(report.refused.values())
+
+    def _log_summary(self, report: CycleReport) -> None:
+        """One line a cycle: at INFO when it says something new (or an hour after the last INFO one, so
+        the journal shows the engine alive), else at DEBUG; the same line 8,640 times a day says nothing."""
+        scan = report.scan
+        refused = ", ".join(f"{k} {n}" for k, n in sorted(report.refused.items(), key=lambda kv: (-kv[1], kv[0])))
+        text = (f"cycle: {scan.pairs_scanned} pairs ({scan.pairs_skipped} skipped), "
+                f"{len(scan.opportunities)} opportunities, entries {len(report.entries)}, exits {len(report.exits)}, "
+                f"positions {report.open_positions}/{self.cfg.risk.max_open_positions}, "
+                f"refused {sum(report.refused.values())}" + (f" ({refused})" if refused else "")
+                + (f"; halted: {', '.join(h.split(':', 1)[0] for h in report.halts)}" if report.halts else ""))
+        fresh = text != self._summary or report.ts_ms - self._summary_ms >= SUMMARY_EVERY_MS
+        if fresh:
+            self._summary, self._summary_ms = text, report.ts_ms
+        log.log(logging.INFO if fresh else logging.DEBUG, "%s", text)
 
     async def cycle(self) -> CycleReport:
         t0 = time.perf_counter()
@@ -234,7 +314,7 @@ class Engine:
         self.hooks.progress()
         now = self.clock.now_ms()
         open_syms = {p.symbol for p in self.executor.positions}
-        prices = await self._prices(open_syms | {o.symbol for o in scan.opportunities})
+        prices = await self.prices(open_syms | {o.symbol for o in scan.opportunities})
         portfolio = await self.executor.portfolio(prices)
         valued = self.executor.valuation_ok
         if valued:
@@ -243,6 +323,8 @@ class Engine:
         else:
             log.warning("equity unknown (no current balance): no halts judged and no new entries this cycle")
         report = CycleReport(now, scan, portfolio.equity, portfolio.cash, len(portfolio.positions))
+        report.prices = prices
+        judged = portfolio  # the equity curve records the marks the risk gate judged: one drawdown everywhere
         report.exits = await self.check_exits(prices)
         self.hooks.progress()
         if valued and not self.stopping:
@@ -254,7 +336,7 @@ class Engine:
         report.halts = list(self.risk.halts)
         if now - self._equity_ms >= EQUITY_EVERY_MS:  # a row a minute, not a row a cycle, for months
             self._equity_ms = now
-            self.store.record_equity(now, portfolio.equity, portfolio.cash)
+            self.store.record_equity(now, judged.equity, judged.cash)
         await self.store.set_state("last_scan", {
             "ts_ms": now, "pairs_scanned": scan.pairs_scanned, "pairs_skipped": scan.pairs_skipped,
             "duration_s": round(scan.duration_s, 3),
@@ -264,6 +346,7 @@ class Engine:
         if self.cycles % 20 == 0:
             await self.store.flush()
         report.duration_s = time.perf_counter() - t0
+        self._log_summary(report)
         self.last_report = report
         return report
 
@@ -302,11 +385,13 @@ class Engine:
 
     # --- the loop -----------------------------------------------------------------------------
     async def _wait_for_stop(self, seconds: float) -> None:
-        """Wall-clock wait that ends early on a stop request."""
+        """Wall-clock wait that ends early on a stop or reload request."""
         try:
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         except asyncio.TimeoutError:
             pass
+        if not self.stopping:
+            self._wake.clear()
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early on stop; with a wall clock, watch exits meanwhile."""
@@ -320,6 +405,8 @@ class Engine:
             if left <= 0:
                 return
             await self._wait_for_stop(min(left, self.cfg.trading.monitor_interval_s))
+            if self._reload and not self.stopping:
+                await self._apply_reload()  # SIGHUP: RELOADING=1 ... READY=1 now, not at the next cycle
             if self.stopping or time.monotonic() >= deadline:
                 return
             try:
@@ -328,6 +415,42 @@ class Engine:
                 self.hooks.progress()
             except GatewayError as exc:
                 log.warning("exit monitor: %s (will retry)", exc)
+            except Exception as exc:  # noqa: BLE001 - storage faults are ridden out, corruption stops
+                if not self._storage_trouble(exc):
+                    raise
+                self.hooks.progress()  # the monitor is alive, only its writes fail
+            self._check_credentials()
+
+    def _storage_trouble(self, exc: BaseException) -> bool:
+        """A database error during the run: a full disk or I/O errors pause entries (warned once,
+        resumed by ``_storage_ok``) while the monitor keeps trying; corruption stops the service
+        with ``StateDatabaseError`` (exit 74: restarting cannot mend a file). False: not storage."""
+        kind = storage_fault(exc)
+        if kind is None:
+            return False
+        if kind == "corrupt":
+            raise StateDatabaseError(self.store.path, f"became unreadable while running ({exc})",
+                                     "stop pitrader and restore a backup (pitrader backup list / restore; "
+                                     "live: pitrader backup rebuild)") from exc
+        if self.storage_fault is None:
+            log.warning("state database %s cannot be written (%s): new entries paused; open positions are still "
+                        "checked, and an exit is placed only once it can be recorded; free space on its file "
+                        "system", self.store.path, exc)
+        self.storage_fault = str(exc)
+        return True
+
+    def _storage_ok(self) -> None:
+        """A cycle wrote its state: a storage fault is over."""
+        if self.storage_fault is not None:
+            self.storage_fault = None
+            log.info("state database %s writable again: entries resume", self.store.path)
+
+    def _check_credentials(self) -> None:
+        """Keys the exchange refuses at start or again and again are a configuration error, even
+        where a step logged the refusal and went on: stop (the CLI exits 78)."""
+        refused = getattr(self.gateway, "credentials_refused", None)
+        if refused is not None:
+            raise refused
 
     async def _start_with_retry(self) -> None:
         """Markets and reconciliation, retried through outages: a Pi often boots before its
@@ -336,11 +459,12 @@ class Engine:
         while not self.stopping:
             try:
                 await self.start()
+                self._check_credentials()
                 return
             except AuthenticationFailed:
                 raise
-            except (GatewayError, OSError) as exc:
-                if self.replay:
+            except Exception as exc:  # noqa: BLE001 - outages and a full disk are waited out
+                if self.replay or not (isinstance(exc, (GatewayError, OSError)) or self._storage_trouble(exc)):
                     raise
                 log.warning("start: %s; retrying in %.0f s", exc, delay)
                 self.hooks.progress()
@@ -358,21 +482,29 @@ class Engine:
                     break
                 try:
                     report = await self.cycle()
+                    self._check_credentials()
                 except AuthenticationFailed:
                     raise  # a configuration problem: retrying cannot help
                 except Exception as exc:  # noqa: BLE001 - the appliance keeps watching its positions
                     if self.replay:
                         raise  # recorded data: a failure is a bug to see, not an outage to ride out
-                    if isinstance(exc, GatewayError):
+                    if self._storage_trouble(exc):
+                        pass  # warned once; the monitor keeps going
+                    elif isinstance(exc, GatewayError):
                         log.warning("cycle failed: %s; retrying next interval", exc)
                     else:
                         log.exception("cycle failed unexpectedly; retrying next interval")
                     report = None
                 if report is not None:
+                    self._storage_ok()
                     if first:
                         await self.hooks.on_ready(report)
                         first = False
-                    await self.hooks.on_cycle(report)
+                    try:
+                        await self.hooks.on_cycle(report)
+                    except Exception as exc:  # noqa: BLE001 - the health record cannot be written
+                        if self.replay or not self._storage_trouble(exc):
+                            raise
                 if max_cycles is not None and self.cycles >= max_cycles:
                     break
                 base = interval_s if interval_s is not None else self.cfg.scanner.interval_s
@@ -380,5 +512,10 @@ class Engine:
             return self.cycles
         finally:
             await self.hooks.on_stopping()
-            await self.store.flush()
+            try:
+                await self.store.flush()
+            except Exception as exc:  # noqa: BLE001 - snapshots are cheap to lose; the first error matters
+                if storage_fault(exc) is None:
+                    raise
+                log.warning("equity snapshots not saved at stop: %s", exc)
             log.info("engine stopped after %d cycles", self.cycles)

@@ -17,6 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 EX_CONFIG = 78
+MAX_ITEMS = 1000  # list and object lengths: a Pi config never needs more; 800k patterns took minutes
+MAX_DIGITS = 30  # digits of an integer in config.json: beyond any real setting, before big-int costs
+
+
+class BigNumber(str):
+    """A JSON number too long to be a setting (the loader's parse hook keeps it as text, so the
+    error can name its key instead of Python's int/float conversion failing without one)."""
 
 
 class ConfigError(Exception):
@@ -59,6 +66,9 @@ def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
         if not isinstance(value, bool):
             raise bad
         return value
+    if isinstance(value, BigNumber):
+        raise ConfigError(file, key, f"expected a number of at most {MAX_DIGITS} digits, got one of "
+                                     f"{len(value):,} characters")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
@@ -71,6 +81,8 @@ def _coerce(value: Any, tp: Any, file: str, key: str) -> Any:
         if not isinstance(value, str):
             raise bad
         return value
+    if isinstance(value, (list, dict)) and len(value) > MAX_ITEMS:
+        raise ConfigError(file, key, f"expected at most {MAX_ITEMS} entries, got {len(value):,}")
     if tp is list:
         if not isinstance(value, list):
             raise bad
@@ -94,6 +106,8 @@ def _check(value: Any, meta: dict, file: str, key: str) -> None:
         return
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(file, key, f"expected one of {', '.join(map(json.dumps, meta['choices']))}, got {show(value)}")
+    if "min_items" in meta and len(value) < meta["min_items"]:
+        raise ConfigError(file, key, meta.get("min_items_why", f"expected at least {meta['min_items']} entries"))
     if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
         raise ConfigError(file, key, f"expected {meta['help']} (format {meta['pattern']}), got {show(value)}")
     if "min" in meta and value < meta["min"]:

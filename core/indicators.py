@@ -9,8 +9,44 @@ Why 2-D: one compiled call computes all pairs, and inside it rows run four at a 
 lockstep (sorted by where their history starts), so four independent recurrences (EMA,
 Wilder smoothing, running sums) overlap in the CPU instead of each waiting for its own
 previous step; work that is not part of a recurrence runs as separate vectorised passes.
-The arithmetic of a row is unchanged, so the values stay TA-Lib's while the whole set is
-several times faster than calling TA-Lib pair by pair (benchmarks/bench_indicators.py).
+A large call also spreads its rows over threads (below). The arithmetic of a row is
+unchanged either way, so the values stay TA-Lib's (benchmarks/bench_indicators.py
+measures the set against TA-Lib pair by pair, on all threads and on one).
+
+Threads
+  * A call with at least PARALLEL_MIN_CELLS cells (pairs x candles: a backtest's whole
+    history) runs its _2d driver on the calling thread and on THREADS - 1 threads of a
+    small pool at once. The drivers release the GIL (nogil) and take work units (a lane
+    group of four rows, or one row) from a counter they share, incremented atomically,
+    longest rows first. Each unit writes only its own output rows and each thread has its
+    own scratch rows, so the result is the same bit for bit whichever thread computes a
+    unit. A pool thread that starts late (a busy machine) just finds less work left: a
+    call never takes much longer than on one thread. Smaller calls (the scanner's ~150 x
+    500 every cycle) run on the calling thread alone, touching no other thread.
+  * Plain Python threads, not numba's ``parallel=True``/``prange``: those need a
+    threading layer (TBB, OpenMP or numba's workqueue), and each brings a hazard here:
+    GNU OpenMP spins for milliseconds after every call (stalling a busy 2-core machine)
+    and aborts a forked child that uses it, the workqueue keeps the calling thread idle
+    and must not be entered from two threads at once, TBB is not a dependency; and
+    parallel kernels take longer to compile, which a Pi pays in ``pitrader warmup``.
+  * THREADS: NUMBA_NUM_THREADS if set, else the cores this process may run on; set
+    ``core.indicators.THREADS = 1`` to make every call serial. The pool is made on first
+    use, per process (a forked child makes its own), and its idle threads only wait.
+
+Kernel names: ``_<indicator>_<part>``, one part per stage of a row's computation
+  _seed    the recurrence's state at the row's first output, from its lookback window
+           (TA-Lib's seeding; writes that first output where the indicator has one)
+  _run     one row's recurrence from t_from to t_to, from a given state; returns the state
+  _step    one step shared by _run and _lanes (BBANDS, OBV)
+  _terms   a vectorised pass before a recurrence (its inputs, e.g. true ranges)
+  _finish  a vectorised pass after it (e.g. RSI's ratio, the bands from the variance)
+  _lanes   four rows in lockstep: each is seeded and _run up to the latest of their
+           starts, then one loop advances all four (inlined into its caller)
+  _single  _seed + _run (+ _finish) for one row: rows left over from the lane groups
+  _unit    one work unit for a thread: a lane group or a leftover row, NaN head included
+  _row     the same for indicators without lanes (ROC, the extras)
+  _2d      the driver each public function calls (through _spread): where each row
+           starts, the lane plan (_plan), then units until none is left (pairs x time)
 
 NaN conventions
   * Leading NaNs mean "no history yet". A row starts at the first index where every
@@ -30,10 +66,14 @@ package (0.8.x) bit for bit on the real 1h data; the tests allow 1e-9.
 """
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
@@ -44,6 +84,23 @@ __all__ = [
 _NAN = np.nan
 _EPS = 1e-14          # TA-Lib's TA_EPSILON: its "is zero" band (DI sums, stoch ranges)
 _STOCH_SHIFT_MAX = 16  # %K windows up to this use shifted max/min passes (no NaN rows)
+# Below this many cells (pairs x candles) a call runs on the calling thread alone: handing
+# work to a pool thread costs 10-100 us, more than it saves on the scanner's ~150 x 500.
+PARALLEL_MIN_CELLS = 250_000
+
+
+def _cores() -> int:
+    """NUMBA_NUM_THREADS if set, else the cores this process may run on."""
+    if os.environ.get("NUMBA_NUM_THREADS", "").strip().isdigit():
+        return max(int(os.environ["NUMBA_NUM_THREADS"]), 1)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# Threads a large call uses, the calling one included; 1 makes every call serial.
+THREADS = _cores()
 
 
 @intrinsic
@@ -59,10 +116,46 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-# IEEE division (inf/NaN, no zero checks) as in TA-Lib's C; cached on disk (NUMBA_CACHE_DIR)
-_kernel = njit(cache=True, error_model="numpy")
-# the large four-row bodies: inlined in numba IR instead of also compiled on their own
+# IEEE division (inf/NaN, no zero checks) as in TA-Lib's C; cached on disk (NUMBA_CACHE_DIR);
+# nogil: the pool threads of a large call compute at the same time (see "Threads")
+_kernel = njit(cache=True, error_model="numpy", nogil=True)
+# the large four-row bodies and the work units: inlined in numba IR instead of also
+# compiled on their own (each library that links a function optimises it again)
 _inline = njit(cache=True, error_model="numpy", inline="always")
+
+
+@intrinsic
+def _atomic_add(typingctx, work, i, v):
+    """work[i] += v as one atomic step (acquire-release); returns the value before."""
+    if not (isinstance(work, types.Array) and work.dtype == types.int64 and work.ndim == 1):
+        return None
+    sig = types.int64(work, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.gep(builder, ary.data, args[1])
+        return builder.atomic_rmw("add", ptr, args[2], "acq_rel")
+
+    return sig, codegen
+
+
+@_kernel
+def _claim(work):
+    """The next unclaimed work unit of this call (work[0] counts the units handed out)."""
+    return _atomic_add(work, 0, 1)
+
+
+@_kernel
+def _next(work):
+    """Count the unit just computed as done (work[1]), then claim the next one."""
+    _atomic_add(work, 1, 1)
+    return _atomic_add(work, 0, 1)
+
+
+@_kernel
+def _all_done(work, units):
+    """Whether every unit is computed, with all their writes visible to this thread."""
+    return _atomic_add(work, 1, 0) == units
 
 
 # --------------------------------------------------------------------------- helpers
@@ -105,13 +198,30 @@ def _nan_head(row, stop):
 
 
 @_kernel
-def _lane_order(first, t):
-    """Rows sorted by first output; the leading multiple of four (all with output) go in lanes."""
+def _plan(first, t):
+    """Rows sorted by first output; the leading multiple of four (all with output) go in
+    lanes. Returns (order, grouped, units): units are the lane groups, then one per row left."""
     order = np.argsort(first, kind="mergesort")
     grouped = 0
     while grouped + 4 <= first.shape[0] and first[order[grouped + 3]] < t:
         grouped += 4
-    return order, grouped
+    return order, grouped, grouped // 4 + first.shape[0] - grouped
+
+
+@_kernel
+def _unit_rows(order, grouped, u):
+    """The rows of work unit u: a lane group's four, or (row, -1, -1, -1) for a row left over."""
+    if 4 * u < grouped:
+        g = 4 * u
+        return order[g], order[g + 1], order[g + 2], order[g + 3]
+    return order[grouped + u - grouped // 4], -1, -1, -1
+
+
+@_kernel
+def _nan_heads(out, first, a, b, c, d):
+    for r in (a, b, c, d):
+        if r >= 0:
+            _nan_head(out[r], first[r])
 
 
 @_kernel
@@ -144,7 +254,7 @@ def _div_n(a, n, inv):
 # The chains store tmp; the division is a separate (vectorised) pass.
 
 @_kernel
-def _sma_pre(x, first, n):
+def _sma_seed(x, first, n):
     total = 0.0
     for v in x[first - n + 1:first]:
         total += v
@@ -165,17 +275,17 @@ def _sma_run(x, n, out, total, t_from, t_to):
 
 @_kernel
 def _sma_single(x, n, out, first):
-    _sma_run(x, n, out, _sma_pre(x, first, n), first, x.shape[0])
+    _sma_run(x, n, out, _sma_seed(x, first, n), first, x.shape[0])
     _divide_tail(out, first, n)
 
 
 @_inline
 def _sma_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, f0, f1, f2, f3):
     t0 = max(max(f0, f1), max(f2, f3))
-    a0 = _sma_run(x0, n, o0, _sma_pre(x0, f0, n), f0, t0)
-    a1 = _sma_run(x1, n, o1, _sma_pre(x1, f1, n), f1, t0)
-    a2 = _sma_run(x2, n, o2, _sma_pre(x2, f2, n), f2, t0)
-    a3 = _sma_run(x3, n, o3, _sma_pre(x3, f3, n), f3, t0)
+    a0 = _sma_run(x0, n, o0, _sma_seed(x0, f0, n), f0, t0)
+    a1 = _sma_run(x1, n, o1, _sma_seed(x1, f1, n), f1, t0)
+    a2 = _sma_run(x2, n, o2, _sma_seed(x2, f2, n), f2, t0)
+    a3 = _sma_run(x3, n, o3, _sma_seed(x3, f3, n), f3, t0)
     k = t0 - n + 1
     c0, c1, c2, c3 = x0[t0:], x1[t0:], x2[t0:], x3[t0:]
     d0, d1, d2, d3 = x0[k:], x1[k:], x2[k:], x3[k:]
@@ -199,22 +309,29 @@ def _sma_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, f0, f1, f2, f3):
     _divide_tail(o3, f3, n)
 
 
+@_inline
+def _sma_unit(order, grouped, first, u, x, n, out):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out, first, a, b, c, d)
+    if d >= 0:
+        _sma_lanes(x[a], x[b], x[c], x[d], n, out[a], out[b], out[c], out[d],
+                   first[a], first[b], first[c], first[d])
+    elif first[a] < x.shape[1]:
+        _sma_single(x[a], n, out[a], first[a])
+
+
 @_kernel
-def _sma_2d(x, n, out):
+def _sma_2d(x, n, out, work):
     rows, t = x.shape
     first = np.empty(rows, np.int64)
     for r in range(rows):
         first[r] = _first_output(_start1(x[r]), n - 1, t)
-        _nan_head(out[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _sma_lanes(x[a], x[b], x[c], x[d], n, out[a], out[b], out[c], out[d],
-                   first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        if first[r] < t:
-            _sma_single(x[r], n, out[r], first[r])
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _sma_unit(order, grouped, first, u, x, n, out)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- EMA
@@ -268,26 +385,33 @@ def _ema_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, f0, f1, f2, f3):
         p3[i] = e3
 
 
+@_inline
+def _ema_unit(order, grouped, first, u, x, n, out):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out, first, a, b, c, d)
+    if n == 1:  # TA-Lib copies the input for a period of 1
+        for r in (a, b, c, d):
+            if r >= 0:
+                out[r, first[r]:] = x[r, first[r]:]
+    elif d >= 0:
+        _ema_lanes(x[a], x[b], x[c], x[d], n, out[a], out[b], out[c], out[d],
+                   first[a], first[b], first[c], first[d])
+    elif first[a] < x.shape[1]:
+        _ema_single(x[a], n, out[a], first[a])
+
+
 @_kernel
-def _ema_2d(x, n, out):
+def _ema_2d(x, n, out, work):
     rows, t = x.shape
     first = np.empty(rows, np.int64)
     for r in range(rows):
         first[r] = _first_output(_start1(x[r]), n - 1, t)
-        _nan_head(out[r], first[r])
-    if n == 1:  # TA-Lib copies the input for a period of 1
-        for r in range(rows):
-            out[r, first[r]:] = x[r, first[r]:]
-        return
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _ema_lanes(x[a], x[b], x[c], x[d], n, out[a], out[b], out[c], out[d],
-                   first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        if first[r] < t:
-            _ema_single(x[r], n, out[r], first[r])
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _ema_unit(order, grouped, first, u, x, n, out)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- RSI
@@ -295,7 +419,7 @@ def _ema_2d(x, n, out):
 # average gain (out) and gain + loss (scratch); rsi = gain / total * 100 is a pass.
 
 @_kernel
-def _rsi_seed(x, first, n):
+def _rsi_window(x, first, n):
     inv = 1.0 / n
     gain = 0.0
     loss = 0.0
@@ -326,8 +450,8 @@ def _rsi_run(x, n, out, total, gain, loss, t_from, t_to):
 
 
 @_kernel
-def _rsi_head(x, first, n, out, total):
-    gain, loss = _rsi_seed(x, first, n)
+def _rsi_seed(x, first, n, out, total):
+    gain, loss = _rsi_window(x, first, n)
     out[first] = gain
     total[first] = gain + loss
     return gain, loss
@@ -348,10 +472,10 @@ def _rsi_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, s0, s1, s2, s3, f0, f1, f2, f3
     inv = 1.0 / n
     w = float(n - 1)
     t0 = max(max(f0, f1), max(f2, f3)) + 1
-    g0, l0 = _rsi_run(x0, n, o0, s0, *_rsi_head(x0, f0, n, o0, s0), f0 + 1, t0)
-    g1, l1 = _rsi_run(x1, n, o1, s1, *_rsi_head(x1, f1, n, o1, s1), f1 + 1, t0)
-    g2, l2 = _rsi_run(x2, n, o2, s2, *_rsi_head(x2, f2, n, o2, s2), f2 + 1, t0)
-    g3, l3 = _rsi_run(x3, n, o3, s3, *_rsi_head(x3, f3, n, o3, s3), f3 + 1, t0)
+    g0, l0 = _rsi_run(x0, n, o0, s0, *_rsi_seed(x0, f0, n, o0, s0), f0 + 1, t0)
+    g1, l1 = _rsi_run(x1, n, o1, s1, *_rsi_seed(x1, f1, n, o1, s1), f1 + 1, t0)
+    g2, l2 = _rsi_run(x2, n, o2, s2, *_rsi_seed(x2, f2, n, o2, s2), f2 + 1, t0)
+    g3, l3 = _rsi_run(x3, n, o3, s3, *_rsi_seed(x3, f3, n, o3, s3), f3 + 1, t0)
     c0, c1, c2, c3 = x0[t0:], x1[t0:], x2[t0:], x3[t0:]
     b0, b1, b2, b3 = x0[t0 - 1:], x1[t0 - 1:], x2[t0 - 1:], x3[t0 - 1:]
     p0, p1, p2, p3 = o0[t0:], o1[t0:], o2[t0:], o3[t0:]
@@ -383,26 +507,33 @@ def _rsi_lanes(x0, x1, x2, x3, n, o0, o1, o2, o3, s0, s1, s2, s3, f0, f1, f2, f3
     _rsi_finish(o3, s3, f3)
 
 
-@_kernel
-def _rsi_2d(x, n, out):
-    rows, t = x.shape
-    scratch = np.empty((4, t))
-    first = np.empty(rows, np.int64)
-    for r in range(rows):
-        first[r] = _first_output(_start1(x[r]), n, t)
-        _nan_head(out[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
+@_inline
+def _rsi_unit(order, grouped, first, u, x, n, out, scratch):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out, first, a, b, c, d)
+    if d >= 0:
         _rsi_lanes(x[a], x[b], x[c], x[d], n, out[a], out[b], out[c], out[d],
                    scratch[0], scratch[1], scratch[2], scratch[3],
                    first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        f = first[r]
-        if f < t:
-            _rsi_run(x[r], n, out[r], scratch[0], *_rsi_head(x[r], f, n, out[r], scratch[0]), f + 1, t)
-            _rsi_finish(out[r], scratch[0], f)
+    elif first[a] < x.shape[1]:
+        f = first[a]
+        _rsi_run(x[a], n, out[a], scratch[0], *_rsi_seed(x[a], f, n, out[a], scratch[0]), f + 1, x.shape[1])
+        _rsi_finish(out[a], scratch[0], f)
+
+
+@_kernel
+def _rsi_2d(x, n, out, work):
+    rows, t = x.shape
+    scratch = np.empty((4, t))  # average gain + loss of four rows
+    first = np.empty(rows, np.int64)
+    for r in range(rows):
+        first[r] = _first_output(_start1(x[r]), n, t)
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _rsi_unit(order, grouped, first, u, x, n, out, scratch)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- MACD
@@ -410,7 +541,7 @@ def _rsi_2d(x, n, out):
 # both start together; the signal EMA is seeded with the mean of the first MACD values.
 
 @_kernel
-def _macd_head(x, first, fast, slow, signal, om, osig, oh):
+def _macd_seed(x, first, fast, slow, signal, om, osig, oh):
     s = first - (slow + signal - 2)
     k_slow = 2.0 / (slow + 1)
     k_fast = 2.0 / (fast + 1)
@@ -463,13 +594,13 @@ def _macd_lanes(x0, x1, x2, x3, fast, slow, signal, m0, m1, m2, m3, q0, q1, q2, 
     k_sig = 2.0 / (signal + 1)
     t0 = max(max(f0, f1), max(f2, f3)) + 1
     a0, b0, c0 = _macd_run(x0, fast, slow, signal, m0, q0, h0,
-                           *_macd_head(x0, f0, fast, slow, signal, m0, q0, h0), f0 + 1, t0)
+                           *_macd_seed(x0, f0, fast, slow, signal, m0, q0, h0), f0 + 1, t0)
     a1, b1, c1 = _macd_run(x1, fast, slow, signal, m1, q1, h1,
-                           *_macd_head(x1, f1, fast, slow, signal, m1, q1, h1), f1 + 1, t0)
+                           *_macd_seed(x1, f1, fast, slow, signal, m1, q1, h1), f1 + 1, t0)
     a2, b2, c2 = _macd_run(x2, fast, slow, signal, m2, q2, h2,
-                           *_macd_head(x2, f2, fast, slow, signal, m2, q2, h2), f2 + 1, t0)
+                           *_macd_seed(x2, f2, fast, slow, signal, m2, q2, h2), f2 + 1, t0)
     a3, b3, c3 = _macd_run(x3, fast, slow, signal, m3, q3, h3,
-                           *_macd_head(x3, f3, fast, slow, signal, m3, q3, h3), f3 + 1, t0)
+                           *_macd_seed(x3, f3, fast, slow, signal, m3, q3, h3), f3 + 1, t0)
     y0, y1, y2, y3 = x0[t0:], x1[t0:], x2[t0:], x3[t0:]
     dm0, dm1, dm2, dm3 = m0[t0:], m1[t0:], m2[t0:], m3[t0:]
     ds0, ds1, ds2, ds3 = q0[t0:], q1[t0:], q2[t0:], q3[t0:]
@@ -496,27 +627,34 @@ def _macd_lanes(x0, x1, x2, x3, fast, slow, signal, m0, m1, m2, m3, q0, q1, q2, 
         dm3[i], ds3[i], dh3[i] = d3, c3, d3 - c3
 
 
+@_inline
+def _macd_unit(order, grouped, first, u, x, fast, slow, signal, om, osig, oh):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(om, first, a, b, c, d)
+    _nan_heads(osig, first, a, b, c, d)
+    _nan_heads(oh, first, a, b, c, d)
+    if d >= 0:
+        _macd_lanes(x[a], x[b], x[c], x[d], fast, slow, signal,
+                    om[a], om[b], om[c], om[d], osig[a], osig[b], osig[c], osig[d],
+                    oh[a], oh[b], oh[c], oh[d], first[a], first[b], first[c], first[d])
+    elif first[a] < x.shape[1]:
+        f = first[a]
+        _macd_run(x[a], fast, slow, signal, om[a], osig[a], oh[a],
+                  *_macd_seed(x[a], f, fast, slow, signal, om[a], osig[a], oh[a]), f + 1, x.shape[1])
+
+
 @_kernel
-def _macd_2d(x, fast, slow, signal, om, osig, oh):
+def _macd_2d(x, fast, slow, signal, om, osig, oh, work):
     rows, t = x.shape
     first = np.empty(rows, np.int64)
     for r in range(rows):
         first[r] = _first_output(_start1(x[r]), slow + signal - 2, t)
-        _nan_head(om[r], first[r])
-        _nan_head(osig[r], first[r])
-        _nan_head(oh[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _macd_lanes(x[a], x[b], x[c], x[d], fast, slow, signal,
-                    om[a], om[b], om[c], om[d], osig[a], osig[b], osig[c], osig[d],
-                    oh[a], oh[b], oh[c], oh[d], first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        f = first[r]
-        if f < t:
-            _macd_run(x[r], fast, slow, signal, om[r], osig[r], oh[r],
-                      *_macd_head(x[r], f, fast, slow, signal, om[r], osig[r], oh[r]), f + 1, t)
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _macd_unit(order, grouped, first, u, x, fast, slow, signal, om, osig, oh)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- BBANDS
@@ -527,7 +665,7 @@ def _macd_2d(x, fast, slow, signal, om, osig, oh):
 # turns them into the bands.
 
 @_kernel
-def _bbands_pre(x, first, n):
+def _bbands_seed(x, first, n):
     shift = x[first - n + 1]
     total = 0.0
     s1 = 0.0
@@ -625,10 +763,10 @@ def _bbands_finish(n, up, dn, upper, middle, lower, first):
 def _bbands_lanes(x0, x1, x2, x3, n, u0, u1, u2, u3, m0, m1, m2, m3, f0, f1, f2, f3):
     inv = 1.0 / n
     t0 = max(max(f0, f1), max(f2, f3))
-    sh0, to0, a0, b0, c0 = _bbands_run(x0, n, m0, u0, _bbands_pre(x0, f0, n), f0, t0)
-    sh1, to1, a1, b1, c1 = _bbands_run(x1, n, m1, u1, _bbands_pre(x1, f1, n), f1, t0)
-    sh2, to2, a2, b2, c2 = _bbands_run(x2, n, m2, u2, _bbands_pre(x2, f2, n), f2, t0)
-    sh3, to3, a3, b3, c3 = _bbands_run(x3, n, m3, u3, _bbands_pre(x3, f3, n), f3, t0)
+    sh0, to0, a0, b0, c0 = _bbands_run(x0, n, m0, u0, _bbands_seed(x0, f0, n), f0, t0)
+    sh1, to1, a1, b1, c1 = _bbands_run(x1, n, m1, u1, _bbands_seed(x1, f1, n), f1, t0)
+    sh2, to2, a2, b2, c2 = _bbands_run(x2, n, m2, u2, _bbands_seed(x2, f2, n), f2, t0)
+    sh3, to3, a3, b3, c3 = _bbands_run(x3, n, m3, u3, _bbands_seed(x3, f3, n), f3, t0)
     k = t0 - n + 1
     y0, y1, y2, y3 = x0[t0:], x1[t0:], x2[t0:], x3[t0:]
     z0, z1, z2, z3 = x0[k:], x1[k:], x2[k:], x3[k:]
@@ -659,28 +797,35 @@ def _bbands_lanes(x0, x1, x2, x3, n, u0, u1, u2, u3, m0, m1, m2, m3, f0, f1, f2,
         du3[i] = v3
 
 
+@_inline
+def _bbands_unit(order, grouped, first, u, x, n, up, dn, upper, middle, lower):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(upper, first, a, b, c, d)
+    _nan_heads(middle, first, a, b, c, d)
+    _nan_heads(lower, first, a, b, c, d)
+    if d >= 0:
+        _bbands_lanes(x[a], x[b], x[c], x[d], n, upper[a], upper[b], upper[c], upper[d],
+                      middle[a], middle[b], middle[c], middle[d],
+                      first[a], first[b], first[c], first[d])
+    elif first[a] < x.shape[1]:
+        _bbands_run(x[a], n, middle[a], upper[a], _bbands_seed(x[a], first[a], n), first[a], x.shape[1])
+    for r in (a, b, c, d):
+        if r >= 0:
+            _bbands_finish(n, up, dn, upper[r], middle[r], lower[r], first[r])
+
+
 @_kernel
-def _bbands_2d(x, n, up, dn, upper, middle, lower):
+def _bbands_2d(x, n, up, dn, upper, middle, lower, work):
     rows, t = x.shape
     first = np.empty(rows, np.int64)
     for r in range(rows):
         first[r] = _first_output(_start1(x[r]), n - 1, t)
-        _nan_head(upper[r], first[r])
-        _nan_head(middle[r], first[r])
-        _nan_head(lower[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _bbands_lanes(x[a], x[b], x[c], x[d], n, upper[a], upper[b], upper[c], upper[d],
-                      middle[a], middle[b], middle[c], middle[d],
-                      first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        f = first[r]
-        if f < t:
-            _bbands_run(x[r], n, middle[r], upper[r], _bbands_pre(x[r], f, n), f, t)
-    for r in range(rows):
-        _bbands_finish(n, up, dn, upper[r], middle[r], lower[r], first[r])
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _bbands_unit(order, grouped, first, u, x, n, up, dn, upper, middle, lower)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- ATR
@@ -688,7 +833,7 @@ def _bbands_2d(x, n, up, dn, upper, middle, lower):
 # atr = fma(atr, (n - 1) / n, tr * (1 - (n - 1) / n)), TA-Lib's fused Wilder step.
 
 @_kernel
-def _atr_head(high, low, close, first, n, out):
+def _atr_seed(high, low, close, first, n, out):
     total = 0.0
     for i in range(first - n + 1, first + 1):
         total += _true_range(high[i], low[i], close[i - 1])
@@ -726,10 +871,10 @@ def _atr_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3
     w = (n - 1) / n
     t = h0.shape[0]
     t0 = max(max(f0, f1), max(f2, f3)) + 1
-    a0 = _atr_run(h0, l0, c0, n, o0, _atr_head(h0, l0, c0, f0, n, o0), f0 + 1, t0)
-    a1 = _atr_run(h1, l1, c1, n, o1, _atr_head(h1, l1, c1, f1, n, o1), f1 + 1, t0)
-    a2 = _atr_run(h2, l2, c2, n, o2, _atr_head(h2, l2, c2, f2, n, o2), f2 + 1, t0)
-    a3 = _atr_run(h3, l3, c3, n, o3, _atr_head(h3, l3, c3, f3, n, o3), f3 + 1, t0)
+    a0 = _atr_run(h0, l0, c0, n, o0, _atr_seed(h0, l0, c0, f0, n, o0), f0 + 1, t0)
+    a1 = _atr_run(h1, l1, c1, n, o1, _atr_seed(h1, l1, c1, f1, n, o1), f1 + 1, t0)
+    a2 = _atr_run(h2, l2, c2, n, o2, _atr_seed(h2, l2, c2, f2, n, o2), f2 + 1, t0)
+    a3 = _atr_run(h3, l3, c3, n, o3, _atr_seed(h3, l3, c3, f3, n, o3), f3 + 1, t0)
     _atr_terms(h0, l0, c0, n, o0, t0, t)
     _atr_terms(h1, l1, c1, n, o1, t0, t)
     _atr_terms(h2, l2, c2, n, o2, t0, t)
@@ -746,25 +891,32 @@ def _atr_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3
         d3[i] = a3
 
 
+@_inline
+def _atr_unit(order, grouped, first, u, high, low, close, n, out):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out, first, a, b, c, d)
+    if d >= 0:
+        _atr_lanes(high[a], high[b], high[c], high[d], low[a], low[b], low[c], low[d],
+                   close[a], close[b], close[c], close[d], n, out[a], out[b], out[c], out[d],
+                   first[a], first[b], first[c], first[d])
+    elif first[a] < high.shape[1]:
+        f = first[a]
+        _atr_run(high[a], low[a], close[a], n, out[a],
+                 _atr_seed(high[a], low[a], close[a], f, n, out[a]), f + 1, high.shape[1])
+
+
 @_kernel
-def _atr_2d(high, low, close, n, out):
+def _atr_2d(high, low, close, n, out, work):
     rows, t = high.shape
     first = np.empty(rows, np.int64)
     for r in range(rows):
         first[r] = _first_output(_start3(high[r], low[r], close[r]), n, t)
-        _nan_head(out[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _atr_lanes(high[a], high[b], high[c], high[d], low[a], low[b], low[c], low[d],
-                   close[a], close[b], close[c], close[d], n, out[a], out[b], out[c], out[d],
-                   first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        f = first[r]
-        if f < t:
-            _atr_run(high[r], low[r], close[r], n, out[r],
-                     _atr_head(high[r], low[r], close[r], f, n, out[r]), f + 1, t)
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _atr_unit(order, grouped, first, u, high, low, close, n, out)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- ADX
@@ -774,7 +926,7 @@ def _atr_2d(high, low, close, n, out):
 # true range or a zero DI sum), (4) the ADX recurrence.
 
 @_kernel
-def _adx_head(high, low, close, first, n, out):
+def _adx_seed(high, low, close, first, n, out):
     s = first - (2 * n - 1)
     minus_dm = 0.0
     plus_dm = 0.0
@@ -895,7 +1047,7 @@ def _adx_run(dx, n, out, adx_v, t_from, t_to):
 
 @_kernel
 def _adx_single(high, low, close, n, out, sm, sp, st, first):
-    minus_dm, plus_dm, tr, adx_v = _adx_head(high, low, close, first, n, out)
+    minus_dm, plus_dm, tr, adx_v = _adx_seed(high, low, close, first, n, out)
     t = high.shape[0]
     _adx_terms(high, low, close, sm, sp, st, first + 1)
     _wilder_run(sm, minus_dm, n, first + 1, t)
@@ -911,10 +1063,10 @@ def _adx_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3
     m0, m1, m2, m3 = scratch[0], scratch[1], scratch[2], scratch[3]
     p0, p1, p2, p3 = scratch[4], scratch[5], scratch[6], scratch[7]
     r0, r1, r2, r3 = scratch[8], scratch[9], scratch[10], scratch[11]
-    md0, pd0, tr0, a0 = _adx_head(h0, l0, c0, f0, n, o0)
-    md1, pd1, tr1, a1 = _adx_head(h1, l1, c1, f1, n, o1)
-    md2, pd2, tr2, a2 = _adx_head(h2, l2, c2, f2, n, o2)
-    md3, pd3, tr3, a3 = _adx_head(h3, l3, c3, f3, n, o3)
+    md0, pd0, tr0, a0 = _adx_seed(h0, l0, c0, f0, n, o0)
+    md1, pd1, tr1, a1 = _adx_seed(h1, l1, c1, f1, n, o1)
+    md2, pd2, tr2, a2 = _adx_seed(h2, l2, c2, f2, n, o2)
+    md3, pd3, tr3, a3 = _adx_seed(h3, l3, c3, f3, n, o3)
     g0, g1, g2, g3 = f0 + 1, f1 + 1, f2 + 1, f3 + 1
     _adx_terms(h0, l0, c0, m0, p0, r0, g0)
     _adx_terms(h1, l1, c1, m1, p1, r1, g1)
@@ -957,24 +1109,31 @@ def _adx_lanes(h0, h1, h2, h3, l0, l1, l2, l3, c0, c1, c2, c3, n, o0, o1, o2, o3
         d3[i] = a3
 
 
-@_kernel
-def _adx_2d(high, low, close, n, out):
-    rows, t = high.shape
-    scratch = np.empty((12, t))
-    first = np.empty(rows, np.int64)
-    for r in range(rows):
-        first[r] = _first_output(_start3(high[r], low[r], close[r]), 2 * n - 1, t)
-        _nan_head(out[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
+@_inline
+def _adx_unit(order, grouped, first, u, high, low, close, n, out, scratch):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out, first, a, b, c, d)
+    if d >= 0:
         _adx_lanes(high[a], high[b], high[c], high[d], low[a], low[b], low[c], low[d],
                    close[a], close[b], close[c], close[d], n, out[a], out[b], out[c], out[d],
                    scratch, first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        if first[r] < t:
-            _adx_single(high[r], low[r], close[r], n, out[r], scratch[0], scratch[1], scratch[2], first[r])
+    elif first[a] < high.shape[1]:
+        _adx_single(high[a], low[a], close[a], n, out[a], scratch[0], scratch[1], scratch[2], first[a])
+
+
+@_kernel
+def _adx_2d(high, low, close, n, out, work):
+    rows, t = high.shape
+    scratch = np.empty((12, t))  # -DM, +DM and TR sums of four rows
+    first = np.empty(rows, np.int64)
+    for r in range(rows):
+        first[r] = _first_output(_start3(high[r], low[r], close[r]), 2 * n - 1, t)
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _adx_unit(order, grouped, first, u, high, low, close, n, out, scratch)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- STOCH
@@ -1071,55 +1230,70 @@ def _smooth(src, n, dst, first):
         _sma_single(src, n, dst, first)
 
 
+@_inline
+def _stoch_unit(order, grouped, first, u, high, low, close, fastk, slowk, slowd, out_k, out_d, scratch):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out_d, first, a, b, c, d)
+    if d >= 0:
+        s = scratch
+        k0 = _stoch_raw(high[a], low[a], close[a], fastk, s[0], s[4], s[5]) + slowk - 1
+        k1 = _stoch_raw(high[b], low[b], close[b], fastk, s[1], s[4], s[5]) + slowk - 1
+        k2 = _stoch_raw(high[c], low[c], close[c], fastk, s[2], s[4], s[5]) + slowk - 1
+        k3 = _stoch_raw(high[d], low[d], close[d], fastk, s[3], s[4], s[5]) + slowk - 1
+        _sma_lanes(s[0], s[1], s[2], s[3], slowk, out_k[a], out_k[b], out_k[c], out_k[d], k0, k1, k2, k3)
+        _sma_lanes(out_k[a], out_k[b], out_k[c], out_k[d], slowd,
+                   out_d[a], out_d[b], out_d[c], out_d[d], first[a], first[b], first[c], first[d])
+    elif first[a] < high.shape[1]:
+        raw_first = _stoch_raw(high[a], low[a], close[a], fastk, scratch[0], scratch[4], scratch[5])
+        _smooth(scratch[0], slowk, out_k[a], raw_first + slowk - 1)
+        _smooth(out_k[a], slowd, out_d[a], first[a])
+    _nan_heads(out_k, first, a, b, c, d)  # slow %K exists before slow %D does: hide it
+
+
 @_kernel
-def _stoch_2d(high, low, close, fastk, slowk, slowd, out_k, out_d):
+def _stoch_2d(high, low, close, fastk, slowk, slowd, out_k, out_d, work):
     rows, t = high.shape
-    scratch = np.empty((6, t))
+    scratch = np.empty((6, t))  # raw %K of four rows, highest and lowest
     first = np.empty(rows, np.int64)
     lookback = fastk + slowk + slowd - 3
     for r in range(rows):
         first[r] = _first_output(_start3(high[r], low[r], close[r]), lookback, t)
-        _nan_head(out_k[r], first[r])
-        _nan_head(out_d[r], first[r])
-    order, grouped = _lane_order(first, t)
-    if slowk == 1 or slowd == 1:
+    order, grouped, units = _plan(first, t)
+    if slowk == 1 or slowd == 1:  # _smooth copies for a period of 1: no lanes
         grouped = 0
-    ks = np.empty(4, np.int64)
-    for g in range(0, grouped, 4):
-        for j in range(4):
-            r = order[g + j]
-            ks[j] = _stoch_raw(high[r], low[r], close[r], fastk, scratch[j], scratch[4], scratch[5]) + slowk - 1
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _sma_lanes(scratch[0], scratch[1], scratch[2], scratch[3], slowk,
-                   out_k[a], out_k[b], out_k[c], out_k[d], ks[0], ks[1], ks[2], ks[3])
-        _sma_lanes(out_k[a], out_k[b], out_k[c], out_k[d], slowd,
-                   out_d[a], out_d[b], out_d[c], out_d[d], first[a], first[b], first[c], first[d])
-        for r in (a, b, c, d):
-            _nan_head(out_k[r], first[r])
-    for g in range(grouped, rows):
-        r = order[g]
-        if first[r] < t:
-            raw_first = _stoch_raw(high[r], low[r], close[r], fastk, scratch[0], scratch[4], scratch[5])
-            _smooth(scratch[0], slowk, out_k[r], raw_first + slowk - 1)
-            _smooth(out_k[r], slowd, out_d[r], first[r])
-            _nan_head(out_k[r], first[r])
+        units = rows
+    u = _claim(work)
+    while u < units:
+        _stoch_unit(order, grouped, first, u, high, low, close, fastk, slowk, slowd,
+                    out_k, out_d, scratch)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- ROC, OBV
 
+@_inline
+def _roc_row(x, n, out):
+    t = x.shape[0]
+    first = _first_output(_start1(x), n, t)
+    _nan_head(out, first)
+    cur = x[first:]
+    old = x[first - n:t - n]
+    dst = out[first:]
+    for i in range(cur.shape[0]):
+        prev = old[i]
+        v = (cur[i] / prev - 1.0) * 100.0
+        dst[i] = v if prev != 0.0 else 0.0
+
+
 @_kernel
-def _roc_2d(x, n, out):
-    rows, t = x.shape
-    for r in range(rows):
-        first = _first_output(_start1(x[r]), n, t)
-        _nan_head(out[r], first)
-        cur = x[r, first:]
-        old = x[r, first - n:t - n]
-        dst = out[r, first:]
-        for i in range(cur.shape[0]):
-            prev = old[i]
-            v = (cur[i] / prev - 1.0) * 100.0
-            dst[i] = v if prev != 0.0 else 0.0
+def _roc_2d(x, n, out, work):
+    rows = x.shape[0]
+    r = _claim(work)
+    while r < rows:
+        _roc_row(x[r], n, out[r])
+        r = _next(work)
+    return _all_done(work, rows)
 
 
 @_kernel
@@ -1166,65 +1340,81 @@ def _obv_lanes(c0, c1, c2, c3, v0, v1, v2, v3, o0, o1, o2, o3, f0, f1, f2, f3):
         d3[i] = a3
 
 
+@_inline
+def _obv_unit(order, grouped, first, u, close, volume, out):
+    a, b, c, d = _unit_rows(order, grouped, u)
+    _nan_heads(out, first, a, b, c, d)
+    if d >= 0:
+        _obv_lanes(close[a], close[b], close[c], close[d], volume[a], volume[b], volume[c],
+                   volume[d], out[a], out[b], out[c], out[d], first[a], first[b], first[c], first[d])
+    elif first[a] < close.shape[1]:
+        f = first[a]
+        out[a, f] = volume[a, f]
+        _obv_run(close[a], volume[a], out[a], volume[a, f], f + 1, close.shape[1])
+
+
 @_kernel
-def _obv_2d(close, volume, out):
+def _obv_2d(close, volume, out, work):
     rows, t = close.shape
     first = np.empty(rows, np.int64)
     for r in range(rows):
         first[r] = _start2(close[r], volume[r])
-        _nan_head(out[r], first[r])
-    order, grouped = _lane_order(first, t)
-    for g in range(0, grouped, 4):
-        a, b, c, d = order[g], order[g + 1], order[g + 2], order[g + 3]
-        _obv_lanes(close[a], close[b], close[c], close[d], volume[a], volume[b], volume[c],
-                   volume[d], out[a], out[b], out[c], out[d], first[a], first[b], first[c], first[d])
-    for g in range(grouped, rows):
-        r = order[g]
-        f = first[r]
-        if f < t:
-            out[r, f] = volume[r, f]
-            _obv_run(close[r], volume[r], out[r], volume[r, f], f + 1, t)
+    order, grouped, units = _plan(first, t)
+    u = _claim(work)
+    while u < units:
+        _obv_unit(order, grouped, first, u, close, volume, out)
+        u = _next(work)
+    return _all_done(work, units)
 
 
 # --------------------------------------------------------------------------- extras
 
-@_kernel
-def _volume_zscore_2d(v, n, out, scratch):
+@_inline
+def _volume_zscore_row(row, n, out, scratch):
     """Exact two-pass mean and population std of each window of the previous n volumes,
     summed in window order; the passes run over all windows at once (vectorised)."""
+    t = row.shape[0]
+    s = _start1(row)
+    first = _first_output(s, n, t)
+    _nan_head(out, first)
+    m = t - first
+    if m <= 0:
+        return
+    total, sq, hi, lo = scratch[0, :m], scratch[1, :m], scratch[2, :m], scratch[3, :m]
+    total[:] = 0.0
+    sq[:] = 0.0
+    hi[:] = row[s:s + m]
+    lo[:] = row[s:s + m]
+    for j in range(n):  # window k is row[s + k : s + k + n]
+        seg = row[s + j:s + j + m]
+        for k in range(m):
+            total[k] += seg[k]
+    for k in range(m):
+        total[k] = total[k] / n
+    for j in range(n):
+        seg = row[s + j:s + j + m]
+        for k in range(m):
+            d = seg[k] - total[k]
+            sq[k] += d * d
+            hi[k] = seg[k] if seg[k] > hi[k] else hi[k]
+            lo[k] = seg[k] if seg[k] < lo[k] else lo[k]
+    cur = row[first:]
+    dst = out[first:]
+    for k in range(m):
+        z = (cur[k] - total[k]) / np.sqrt(sq[k] / n)
+        # all n volumes equal: no scale, NaN (so "z > 3" stays False)
+        dst[k] = _NAN if hi[k] == lo[k] else z
+
+
+@_kernel
+def _volume_zscore_2d(v, n, out, work):
     rows, t = v.shape
-    for r in range(rows):
-        row = v[r]
-        s = _start1(row)
-        first = _first_output(s, n, t)
-        _nan_head(out[r], first)
-        m = t - first
-        if m <= 0:
-            continue
-        total, sq, hi, lo = scratch[0, :m], scratch[1, :m], scratch[2, :m], scratch[3, :m]
-        total[:] = 0.0
-        sq[:] = 0.0
-        hi[:] = row[s:s + m]
-        lo[:] = row[s:s + m]
-        for j in range(n):  # window k is row[s + k : s + k + n]
-            seg = row[s + j:s + j + m]
-            for k in range(m):
-                total[k] += seg[k]
-        for k in range(m):
-            total[k] = total[k] / n
-        for j in range(n):
-            seg = row[s + j:s + j + m]
-            for k in range(m):
-                d = seg[k] - total[k]
-                sq[k] += d * d
-                hi[k] = seg[k] if seg[k] > hi[k] else hi[k]
-                lo[k] = seg[k] if seg[k] < lo[k] else lo[k]
-        cur = row[first:]
-        dst = out[r, first:]
-        for k in range(m):
-            z = (cur[k] - total[k]) / np.sqrt(sq[k] / n)
-            # all n volumes equal: no scale, NaN (so "z > 3" stays False)
-            dst[k] = _NAN if hi[k] == lo[k] else z
+    scratch = np.empty((4, t))
+    r = _claim(work)
+    while r < rows:
+        _volume_zscore_row(v[r], n, out[r], scratch)
+        r = _next(work)
+    return _all_done(work, rows)
 
 
 @_kernel
@@ -1267,19 +1457,32 @@ def _window_extreme(x, s, n, lag, want_max, out, buf_a, buf_b):
 
 
 @_kernel
-def _rolling_extreme_2d(x, n, lag, want_max, out):
-    buf = np.empty((2, x.shape[1]))
-    for r in range(x.shape[0]):
+def _rolling_extreme_2d(x, n, lag, want_max, out, work):
+    rows, t = x.shape
+    buf = np.empty((2, t))
+    r = _claim(work)
+    while r < rows:
         _window_extreme(x[r], _start1(x[r]), n, lag, want_max, out[r], buf[0], buf[1])
+        r = _next(work)
+    return _all_done(work, rows)
+
+
+@_inline
+def _donchian_row(high, low, n, upper, lower, buf):
+    s = _start2(high, low)
+    _window_extreme(high, s, n, 1, True, upper, buf[0], buf[1])
+    _window_extreme(low, s, n, 1, False, lower, buf[0], buf[1])
 
 
 @_kernel
-def _donchian_2d(high, low, n, upper, lower):
-    buf = np.empty((2, high.shape[1]))
-    for r in range(high.shape[0]):
-        s = _start2(high[r], low[r])
-        _window_extreme(high[r], s, n, 1, True, upper[r], buf[0], buf[1])
-        _window_extreme(low[r], s, n, 1, False, lower[r], buf[0], buf[1])
+def _donchian_2d(high, low, n, upper, lower, work):
+    rows, t = high.shape
+    buf = np.empty((2, t))
+    r = _claim(work)
+    while r < rows:
+        _donchian_row(high[r], low[r], n, upper[r], lower[r], buf)
+        r = _next(work)
+    return _all_done(work, rows)
 
 
 # --------------------------------------------------------------------------- public API
@@ -1316,6 +1519,39 @@ def _outputs(out, count: int, shape: tuple[int, ...]) -> tuple[tuple[np.ndarray,
     return views, (given if count > 1 else given[0])
 
 
+_pool_lock = threading.Lock()
+_pool_of: dict[int, ThreadPoolExecutor] = {}  # by process id: a pool does not survive fork()
+
+
+def _pool() -> ThreadPoolExecutor:
+    pid = os.getpid()
+    with _pool_lock:
+        if pid not in _pool_of:
+            _pool_of.clear()
+            _pool_of[pid] = ThreadPoolExecutor(max_workers=max(THREADS - 1, 1),
+                                               thread_name_prefix="pitrader-indicators")
+        return _pool_of[pid]
+
+
+def _spread(driver, *args) -> None:
+    """Run a _2d driver on the calling thread and, for a large input, on THREADS - 1 pool
+    threads too. All of them claim work units from one shared counter until none is left,
+    so a pool thread that starts late (a busy machine) just finds less to do, and the call
+    takes about the serial time at worst. The calling thread waits for the others only if
+    one of them is still computing a unit."""
+    work = np.zeros(2, np.int64)  # units handed out, units done
+    first = args[0]
+    helpers = THREADS - 1 if first.shape[0] > 1 and first.size >= PARALLEL_MIN_CELLS else 0
+    if helpers <= 0:
+        driver(*args, work)
+        return
+    pool = _pool()
+    pending = [pool.submit(driver, *args, work) for _ in range(helpers)]
+    if not driver(*args, work):
+        for f in pending:
+            f.result()
+
+
 def _period(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or int(value) != value or not minimum <= int(value) <= 100_000:
         raise ValueError(f"{name} must be an integer in {minimum}..100000, got {value!r}")
@@ -1326,7 +1562,7 @@ def sma(x, n=30, *, out=None):
     """Simple moving average (TA-Lib SMA)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _sma_2d(a, _period(n, "n", 1), o)
+    _spread(_sma_2d, a, _period(n, "n", 1), o)
     return result
 
 
@@ -1334,7 +1570,7 @@ def ema(x, n=30, *, out=None):
     """Exponential moving average seeded with the SMA of the first n values (TA-Lib EMA)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _ema_2d(a, _period(n, "n", 1), o)
+    _spread(_ema_2d, a, _period(n, "n", 1), o)
     return result
 
 
@@ -1342,7 +1578,7 @@ def rsi(x, n=14, *, out=None):
     """Wilder's relative strength index, 0..100 (TA-Lib RSI); a flat window gives 0."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _rsi_2d(a, _period(n, "n", 2), o)
+    _spread(_rsi_2d, a, _period(n, "n", 2), o)
     return result
 
 
@@ -1355,7 +1591,7 @@ def macd(x, fast=12, slow=26, signal=9, *, out=None):
         fast, slow = slow, fast
     signal = _period(signal, "signal", 1)
     views, result = _outputs(out, 3, shape)
-    _macd_2d(a, fast, slow, signal, *views)
+    _spread(_macd_2d, a, fast, slow, signal, *views)
     return result
 
 
@@ -1367,7 +1603,7 @@ def bbands(x, n=20, nbdev_up=2.0, nbdev_dn=2.0, *, out=None):
         raise ValueError(f"nbdev_up/nbdev_dn must be finite, got {nbdev_up!r}, {nbdev_dn!r}")
     n = _period(n, "n", 2)
     views, result = _outputs(out, 3, shape)
-    _bbands_2d(a, n, up, dn, *views)
+    _spread(_bbands_2d, a, n, up, dn, *views)
     return result
 
 
@@ -1375,7 +1611,7 @@ def atr(high, low, close, n=14, *, out=None):
     """Wilder's average true range (TA-Lib ATR)."""
     (h, lo, c), shape = _rows(high, low, close)
     (o,), result = _outputs(out, 1, shape)
-    _atr_2d(h, lo, c, _period(n, "n", 1), o)
+    _spread(_atr_2d, h, lo, c, _period(n, "n", 1), o)
     return result
 
 
@@ -1383,7 +1619,7 @@ def adx(high, low, close, n=14, *, out=None):
     """Wilder's average directional index (TA-Lib ADX), first value after 2n - 1 candles."""
     (h, lo, c), shape = _rows(high, low, close)
     (o,), result = _outputs(out, 1, shape)
-    _adx_2d(h, lo, c, _period(n, "n", 2), o)
+    _spread(_adx_2d, h, lo, c, _period(n, "n", 2), o)
     return result
 
 
@@ -1392,7 +1628,7 @@ def stoch(high, low, close, fastk=5, slowk=3, slowd=3, *, out=None):
     (h, lo, c), shape = _rows(high, low, close)
     args = (_period(fastk, "fastk", 1), _period(slowk, "slowk", 1), _period(slowd, "slowd", 1))
     views, result = _outputs(out, 2, shape)
-    _stoch_2d(h, lo, c, *args, *views)
+    _spread(_stoch_2d, h, lo, c, *args, *views)
     return result
 
 
@@ -1400,7 +1636,7 @@ def roc(x, n=10, *, out=None):
     """Rate of change in percent, (x / x[-n] - 1) * 100; 0 where x[-n] is 0 (TA-Lib ROC)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _roc_2d(a, _period(n, "n", 1), o)
+    _spread(_roc_2d, a, _period(n, "n", 1), o)
     return result
 
 
@@ -1408,7 +1644,7 @@ def obv(close, volume, *, out=None):
     """On-balance volume, starting at the first candle's volume (TA-Lib OBV)."""
     (c, v), shape = _rows(close, volume)
     (o,), result = _outputs(out, 1, shape)
-    _obv_2d(c, v, o)
+    _spread(_obv_2d, c, v, o)
     return result
 
 
@@ -1421,7 +1657,7 @@ def volume_zscore(volume, n=20, *, out=None):
     """
     (v,), shape = _rows(volume)
     (o,), result = _outputs(out, 1, shape)
-    _volume_zscore_2d(v, _period(n, "n", 2), o, np.empty((4, shape[-1])))
+    _spread(_volume_zscore_2d, v, _period(n, "n", 2), o)
     return result
 
 
@@ -1430,7 +1666,7 @@ def donchian(high, low, n=20, *, out=None):
     excluded, so ``close > upper`` is a breakout."""
     (h, lo), shape = _rows(high, low)
     views, result = _outputs(out, 2, shape)
-    _donchian_2d(h, lo, _period(n, "n", 1), *views)
+    _spread(_donchian_2d, h, lo, _period(n, "n", 1), *views)
     return result
 
 
@@ -1438,7 +1674,7 @@ def highest(x, n, *, out=None):
     """Highest value of the last n candles, current one included (TA-Lib MAX values)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _rolling_extreme_2d(a, _period(n, "n", 1), 0, True, o)
+    _spread(_rolling_extreme_2d, a, _period(n, "n", 1), 0, True, o)
     return result
 
 
@@ -1446,7 +1682,7 @@ def lowest(x, n, *, out=None):
     """Lowest value of the last n candles, current one included (TA-Lib MIN values)."""
     (a,), shape = _rows(x)
     (o,), result = _outputs(out, 1, shape)
-    _rolling_extreme_2d(a, _period(n, "n", 1), 0, False, o)
+    _spread(_rolling_extreme_2d, a, _period(n, "n", 1), 0, False, o)
     return result
 
 

@@ -97,7 +97,7 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 
 
 class InvalidTransition(RuntimeError):
-    pass
+    """A state change the transition table forbids: a bug or an inconsistent record, never ignored."""
 
 
 @dataclass(slots=True)
@@ -145,6 +145,24 @@ class Fill:
     source: str = "bot"  # "bot" | "import"
 
 
+class PositionStatus(str, Enum):
+    """Position life cycle; see ``POSITION_TRANSITIONS``. ``open`` includes an entry still in flight."""
+
+    OPEN = "open"
+    CLOSING = "closing"  # an exit is under way (live); exits no longer evaluate it
+    CLOSED = "closed"
+
+    def __str__(self) -> str:  # formats as its value on every Python version
+        return self.value
+
+
+POSITION_TRANSITIONS: dict[PositionStatus, frozenset[PositionStatus]] = {
+    PositionStatus.OPEN: frozenset({PositionStatus.CLOSING, PositionStatus.CLOSED}),
+    PositionStatus.CLOSING: frozenset({PositionStatus.CLOSED}),
+    PositionStatus.CLOSED: frozenset(),
+}
+
+
 @dataclass(slots=True)
 class Position:
     """An open or closed long position (spot: we only buy then sell)."""
@@ -162,12 +180,25 @@ class Position:
     entry_fees: Decimal = Decimal(0)  # in the quote currency
     score: float = 0.0
     reason: str = ""
-    status: str = "open"  # "open" | "closing" | "closed"
+    status: PositionStatus = PositionStatus.OPEN  # change it with ``transition``
     closed_ms: int | None = None
     exit_price: Decimal | None = None
     exit_reason: str | None = None
     exit_fees: Decimal = Decimal(0)
     pnl: Decimal | None = None  # net of all fees, in the quote currency
+
+    def __post_init__(self) -> None:
+        self.status = PositionStatus(self.status)  # a stored or legacy string becomes the enum
+
+    def transition(self, new: PositionStatus | str) -> None:
+        """Move along ``POSITION_TRANSITIONS`` (staying put is allowed); anything else raises."""
+        new = PositionStatus(new)
+        if new == self.status:
+            return
+        if new not in POSITION_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"position #{self.id} {self.symbol}: {self.status.value} -> {new.value} "
+                                    "is not allowed")
+        self.status = new
 
     @property
     def base(self) -> str:

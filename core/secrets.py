@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,12 @@ class Secrets:
     api_secret: str | None = field(default=None, repr=False)
     testnet: bool = False
     source: str = "<environment>"
+    telegram_token: str | None = field(default=None, repr=False)
+    webhook_url: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:  # never leak the values, even in a traceback
-        return f"Secrets(api_key={mask(self.api_key)}, api_secret={mask(self.api_secret)}, testnet={self.testnet})"
+        return (f"Secrets(api_key={mask(self.api_key)}, api_secret={mask(self.api_secret)}, testnet={self.testnet}, "
+                f"telegram_token={mask(self.telegram_token)}, webhook_url={mask(self.webhook_url)})")
 
     __str__ = __repr__
 
@@ -36,7 +40,12 @@ class Secrets:
 
     def masked(self) -> dict[str, str]:
         return {"BINANCE_API_KEY": mask(self.api_key), "BINANCE_API_SECRET": mask(self.api_secret),
-                "BINANCE_TESTNET": str(self.testnet).lower()}
+                "BINANCE_TESTNET": str(self.testnet).lower(), "TELEGRAM_BOT_TOKEN": mask(self.telegram_token),
+                "NOTIFY_WEBHOOK_URL": mask(self.webhook_url)}
+
+    def values(self) -> tuple[str, ...]:
+        """Every secret that is set: what log redaction must hide."""
+        return tuple(v for v in (self.api_key, self.api_secret, self.telegram_token, self.webhook_url) if v)
 
 
 def default_env_path() -> Path | None:
@@ -86,11 +95,22 @@ def load_secrets(path: str | os.PathLike | None, environ: typing.Mapping[str, st
         if v is not None and (len(v) < 8 or any(c.isspace() for c in v)):
             # Say what is wrong without echoing the value.
             raise ConfigError(source, name, "expected a single token of at least 8 characters without spaces")
-    return Secrets(get("BINANCE_API_KEY"), get("BINANCE_API_SECRET"), raw_testnet in _TRUE, source)
+    token, hook = get("TELEGRAM_BOT_TOKEN"), get("NOTIFY_WEBHOOK_URL")
+    if token is not None and not re.fullmatch(r"\d{3,20}:[A-Za-z0-9_-]{20,100}", token):
+        raise ConfigError(source, "TELEGRAM_BOT_TOKEN", "expected a bot token as BotFather gives it (digits:letters)")
+    if hook is not None and not re.fullmatch(r"https?://[^\s]+", hook):
+        raise ConfigError(source, "NOTIFY_WEBHOOK_URL", "expected an http:// or https:// URL without spaces")
+    return Secrets(get("BINANCE_API_KEY"), get("BINANCE_API_SECRET"), raw_testnet in _TRUE, source, token, hook)
 
 
 def check_mode(cfg: Config, secrets: Secrets) -> None:
-    """Live trading needs both keys: a config error, not a runtime surprise."""
+    """Live trading needs both keys, an enabled channel its secret: config errors, not runtime surprises."""
     if cfg.mode == "live" and not secrets.has_keys:
         missing = "BINANCE_API_KEY" if not secrets.api_key else "BINANCE_API_SECRET"
         raise ConfigError(secrets.source, missing, 'required when "mode" is "live" in ' + cfg.source)
+    if cfg.notify.telegram.enabled and not secrets.telegram_token:
+        raise ConfigError(secrets.source, "TELEGRAM_BOT_TOKEN", "required when notify.telegram.enabled is true in "
+                          + cfg.source)
+    if cfg.notify.webhook.enabled and not secrets.webhook_url:
+        raise ConfigError(secrets.source, "NOTIFY_WEBHOOK_URL", "required when notify.webhook.enabled is true in "
+                          + cfg.source)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("core", "core.models", "core.clock", "core.log", "core.indicators", "core.fields",
-                "core.timeframes")),
+                "core.timeframes", "core.events")),
     ("strategies", ("strategies",)),
     ("config", ("core.config", "core.secrets")),
     ("store", ("core.store",)),
@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("trading", ("core.trading",)),
     ("tax", ("core.tax",)),
     ("engine", ("core.engine",)),
-    ("service, backtest", ("core.service", "core.backtest")),
+    ("service, backtest", ("core.service", "core.notify", "core.backtest")),
     ("research", ("core.research",)),
     ("commands", ("core.commands", "core.cli", "core.__main__")),
 ]

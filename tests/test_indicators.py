@@ -10,7 +10,11 @@ NaN positions must match exactly.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
+import multiprocessing
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -223,10 +227,34 @@ def test_nan_inside_a_series_propagates_as_in_talib(name, data):
         assert_talib_equal(g, e, f"{name} {p} output {k}")
 
 
+# every kernel with short periods: lanes, leftover rows and lookbacks all show up in small rows
+ALL_CALLS = [
+    lambda h, l, c, v: ind.sma(c, 3), lambda h, l, c, v: ind.ema(c, 4),
+    lambda h, l, c, v: ind.rsi(c, 5), lambda h, l, c, v: ind.macd(c, 3, 6, 2),
+    lambda h, l, c, v: ind.bbands(c, 4, 2.0, 1.0), lambda h, l, c, v: ind.atr(h, l, c, 3),
+    lambda h, l, c, v: ind.adx(h, l, c, 3), lambda h, l, c, v: ind.stoch(h, l, c, 3, 2, 2),
+    lambda h, l, c, v: ind.roc(c, 2), lambda h, l, c, v: ind.obv(c, v),
+    lambda h, l, c, v: ind.volume_zscore(v, 3), lambda h, l, c, v: ind.donchian(h, l, 3),
+    lambda h, l, c, v: ind.highest(h, 3), lambda h, l, c, v: ind.lowest(l, 3),
+]
+
+
+@contextlib.contextmanager
+def spread_over(threads: int, min_cells: int = 0):
+    """Calls with at least min_cells cells use `threads` threads (0: every 2-D call)."""
+    saved = ind.THREADS, ind.PARALLEL_MIN_CELLS
+    ind.THREADS, ind.PARALLEL_MIN_CELLS = threads, min_cells
+    try:
+        yield
+    finally:
+        ind.THREADS, ind.PARALLEL_MIN_CELLS = saved
+
+
 @PROPS
-@given(data=st.data(), rows=st.integers(1, 11))
-def test_2d_rows_equal_1d_calls(data, rows):
-    """Rows of different history lengths (lanes, alignment, leftover rows) in one matrix."""
+@given(data=st.data(), rows=st.integers(1, 11), threads=st.sampled_from([1, 2, 3, 5]))
+def test_2d_rows_equal_1d_calls(data, rows, threads):
+    """Rows of different history lengths (lanes, alignment, leftover rows) in one matrix,
+    spread over 1-5 threads: each row equals the 1-D call on it, bit for bit."""
     drawn = [data.draw(series(max_len=80)) for _ in range(rows)]
     width = max(len(d[0]) for d in drawn)
     mats = [np.full((rows, width), np.nan) for _ in range(4)]
@@ -234,20 +262,121 @@ def test_2d_rows_equal_1d_calls(data, rows):
         for m, x in zip(mats, d):
             m[r, width - len(x):] = x
     h, l, c, v = mats
-    calls = [
-        lambda h, l, c, v: ind.sma(c, 3), lambda h, l, c, v: ind.ema(c, 4),
-        lambda h, l, c, v: ind.rsi(c, 5), lambda h, l, c, v: ind.macd(c, 3, 6, 2),
-        lambda h, l, c, v: ind.bbands(c, 4, 2.0, 1.0), lambda h, l, c, v: ind.atr(h, l, c, 3),
-        lambda h, l, c, v: ind.adx(h, l, c, 3), lambda h, l, c, v: ind.stoch(h, l, c, 3, 2, 2),
-        lambda h, l, c, v: ind.roc(c, 2), lambda h, l, c, v: ind.obv(c, v),
-        lambda h, l, c, v: ind.volume_zscore(v, 3), lambda h, l, c, v: ind.donchian(h, l, 3),
-        lambda h, l, c, v: ind.highest(h, 3), lambda h, l, c, v: ind.lowest(l, 3),
-    ]
-    for call in calls:
-        batch = as_tuple(call(h, l, c, v))
+    for call in ALL_CALLS:
+        with spread_over(threads):
+            batch = as_tuple(call(h, l, c, v))
         for r in range(rows):
             for b, one in zip(batch, as_tuple(call(h[r], l[r], c[r], v[r]))):
                 assert np.array_equal(b[r], one, equal_nan=True)
+
+
+def real_calls(threads: int) -> list[tuple[np.ndarray, ...]]:
+    m = real_1h()
+    with spread_over(threads):
+        return [as_tuple(call(m["high"], m["low"], m["close"], m["volume"])) for call in ALL_CALLS]
+
+
+def assert_same_outputs(got, expected):
+    for k, (g, e) in enumerate(zip(got, expected)):
+        assert len(g) == len(e)
+        for a, b in zip(g, e):
+            assert np.array_equal(a, b, equal_nan=True), f"call {k} differs"
+
+
+def test_real_pairs_are_identical_on_any_thread_count():
+    serial = real_calls(1)
+    for threads in (2, 4):
+        assert_same_outputs(real_calls(threads), serial)
+    assert any(t.name.startswith("pitrader-indicators") for t in threading.enumerate())
+
+
+class _NotStarted(concurrent.futures.Future):
+    def result(self, timeout=None):
+        raise AssertionError("waited for a pool thread that had not started")
+
+
+class _LatePool:
+    """A pool whose threads start only when the test says so (a busy machine)."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def submit(self, fn, *args):
+        self.tasks.append((fn, args))
+        return _NotStarted()
+
+    def start_all(self):
+        for fn, args in self.tasks:
+            fn(*args)
+
+
+class _EagerPool:
+    """A pool whose threads run each task to the end before the calling thread starts."""
+
+    def submit(self, fn, *args):
+        f = concurrent.futures.Future()
+        f.set_result(fn(*args))
+        return f
+
+
+def test_calling_thread_computes_everything_when_pool_threads_start_late(monkeypatch):
+    serial = real_calls(1)
+    late = _LatePool()
+    monkeypatch.setattr(ind, "_pool", lambda: late)
+    got = real_calls(3)  # returns without waiting for the pool: all units were its own
+    assert_same_outputs(got, serial)
+    assert len(late.tasks) == 2 * len(ALL_CALLS)
+    late.start_all()  # the late threads find no unit left and write nothing
+    assert_same_outputs(got, serial)
+
+
+def test_calling_thread_finds_nothing_left_when_pool_threads_took_all(monkeypatch):
+    monkeypatch.setattr(ind, "_pool", lambda: _EagerPool())
+    assert_same_outputs(real_calls(2), real_calls(1))
+
+
+def test_scanner_sized_and_single_thread_calls_touch_no_pool(monkeypatch):
+    def no_pool():
+        raise AssertionError("the pool was used")
+
+    monkeypatch.setattr(ind, "_pool", no_pool)
+    m = real_1h()
+    small = [np.ascontiguousarray(np.concatenate([m[k]] * 2)[:150, -500:]) for k in ("high", "low", "close", "volume")]
+    assert small[0].size < ind.PARALLEL_MIN_CELLS
+    for call in ALL_CALLS:
+        call(*small)  # default threshold: the scanner's ~150 x 500 stays on this thread
+    with spread_over(1):
+        for call in ALL_CALLS:
+            call(m["high"], m["low"], m["close"], m["volume"])
+
+
+def test_calls_from_several_threads_at_once_are_independent():
+    serial = real_calls(1)
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        results = list(ex.map(lambda _: real_calls(2), range(3)))
+    for got in results:
+        assert_same_outputs(got, serial)
+
+
+def _child_after_fork(queue):
+    m = real_1h()
+    with spread_over(2):
+        got = ind.adx(m["high"], m["low"], m["close"], 5)
+    queue.put((got.tobytes(), any(t.name.startswith("pitrader-indicators") for t in threading.enumerate())))
+
+
+def test_a_forked_child_makes_its_own_pool():
+    m = real_1h()
+    with spread_over(2):
+        expected = ind.adx(m["high"], m["low"], m["close"], 5)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_after_fork, args=(queue,))
+    child.start()
+    got, pooled = queue.get(timeout=120)
+    child.join(30)
+    assert child.exitcode == 0
+    assert got == expected.tobytes() and pooled
 
 
 @pytest.mark.parametrize("price", [1e-7, 0.5, 42_000.0])

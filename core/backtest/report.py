@@ -22,7 +22,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from core.backtest.runner import BacktestResult, exit_reasons, iso
+from core.backtest.runner import BacktestResult, drawdown_halt, exit_reasons, iso
+from core.service.tables import fit_first, fit_table, num
 from core.trading.stats import TradeStats, group_stats, per_trade, trade_stats
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
@@ -48,7 +49,23 @@ def by_strategy(result: BacktestResult) -> dict[str, dict[str, Any]]:
     return out
 
 
-def to_json(result: BacktestResult, stats: TradeStats | None = None) -> dict[str, Any]:
+DAY_MS = 86_400_000
+
+
+def halted(result: BacktestResult) -> dict[str, Any] | None:
+    """The drawdown halt as a headline: when, how much of the run traded, equity then and at the end."""
+    ts = drawdown_halt(result)
+    if ts is None:
+        return None
+    at_halt = next((float(e) for t, e in result.curve if t >= ts), None)
+    end = float(result.curve[-1][1]) if result.curve else None
+    return {"at": iso(ts), "days_traded": (ts - result.start_ms) / DAY_MS,
+            "days": (result.end_ms - result.start_ms) / DAY_MS, "equity_at_halt": at_halt, "end_equity": end}
+
+
+def to_json(result: BacktestResult, stats: TradeStats | None = None,
+            baselines: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report as JSON; ``baselines`` (``core.backtest.baseline``'s block) under its own key."""
     s = stats or stats_of(result)
     trades = per_trade(result.closed)
     ranked = sorted(trades, key=lambda t: (-t["pnl"], t["id"]))
@@ -72,7 +89,10 @@ def to_json(result: BacktestResult, stats: TradeStats | None = None) -> dict[str
         "by_pair": group_stats(result.closed, lambda p: p.symbol),
         "best_trades": ranked[:SHOWN_TRADES], "worst_trades": ranked[::-1][:SHOWN_TRADES],
         "verified_cycles": [iso(t) for t in result.verified],
+        "halted": halted(result),
     })
+    if baselines is not None:
+        doc["baselines"] = baselines
     return doc
 
 
@@ -180,44 +200,143 @@ def _coloured(x: float | None) -> Text:
     return Text(_money(x, signed=True), style="green" if x > 0 else "red" if x < 0 else "")
 
 
-def _table(title: str) -> Table:
-    return Table(title=title, title_justify="left", title_style="bold", header_style="bold", box=box.SIMPLE_HEAD,
-                 pad_edge=False)
+def _table_kw() -> dict[str, Any]:
+    return {"title_style": "bold", "header_style": "bold", "box": box.SIMPLE_HEAD, "pad_edge": False}
 
 
-def _group_table(title: str, rows: dict[str, dict[str, Any]], key_name: str) -> Table:
-    t = _table(title)
-    t.add_column(key_name, no_wrap=True)
-    for col in ("trades", "win rate", "PnL", "fees", "profit f.", "best", "worst"):
-        t.add_column(col, justify="right", no_wrap=True)
-    for name, g in rows.items():
-        t.add_row(name, str(g["trades"]), _pct(g["win_rate"]) if g["trades"] else "-", _coloured(g["pnl"]),
-                  _money(g["fees"]), _ratio(g["profit_factor"]), _money(g["best"], True), _money(g["worst"], True))
-    return t
+def _group_table(console: Console, title: str, rows: dict[str, dict[str, Any]], key_name: str):
+    """Per strategy / pair; at narrow widths best, worst, profit factor and fees go first (never a cut number)."""
+    cols = [(key_name, {})] + [(c, {"justify": "right"}) for c in
+                               ("trades", "win rate", "PnL", "fees", "profit f.", "best", "worst")]
+    body = [[name, str(g["trades"]), _pct(g["win_rate"]) if g["trades"] else "-", _coloured(g["pnl"]),
+             _money(g["fees"]), _ratio(g["profit_factor"]), _money(g["best"], True), _money(g["worst"], True)]
+            for name, g in rows.items()]
+    return fit_table(console, cols, body, drop=("worst", "best", "profit f.", "fees"), title=title, **_table_kw())
 
 
-def _trades_table(title: str, rows: list[dict[str, Any]], wide: bool) -> Table:
-    t = _table(title)
-    cols = [("pair", False), ("strategy", False), ("opened", False), ("held", True)]
-    cols += [("entry", True), ("exit", True)] if wide else []
-    cols += [("PnL", True), ("return", True), ("exit", False)]
-    for col, right in cols:
-        t.add_column(col, justify="right" if right else "left", no_wrap=True)
+def _trades_table(console: Console, title: str, rows: list[dict[str, Any]]):
+    cols = [("pair", {}), ("strategy", {}), ("opened", {}), ("held", {"justify": "right"}),
+            ("entry", {"justify": "right"}), ("exit price", {"justify": "right"}), ("PnL", {"justify": "right"}),
+            ("return", {"justify": "right"}), ("exit", {})]
+    body = []
     for r in rows:
-        cells = [r["symbol"], r["strategy"], iso(r["opened_ms"])[:16].replace("T", " "),
-                 _span(r["closed_ms"] - r["opened_ms"])]
-        if wide:
-            cells += [f"{r['entry_price']:.6g}", "-" if r["exit_price"] is None else f"{r['exit_price']:.6g}"]
-        cells += [_coloured(r["pnl"]), _pct(r["return_pct"], 2), (r["exit_reason"] or "").split(":", 1)[0]]
-        t.add_row(*cells)
-    return t
+        body.append([r["symbol"], r["strategy"], iso(r["opened_ms"])[:16].replace("T", " "),
+                     _span(r["closed_ms"] - r["opened_ms"]), num(r["entry_price"]),
+                     "-" if r["exit_price"] is None else num(r["exit_price"]), _coloured(r["pnl"]),
+                     _pct(r["return_pct"], 2), (r["exit_reason"] or "").split(":", 1)[0]])
+    return fit_table(console, cols, body, drop=("entry", "exit price", "held", "strategy", "opened", "exit"),
+                     title=title, **_table_kw())
+
+
+def _totals(console: Console, cells: list[tuple[str, Any]]):
+    """Two label/value pairs per row when they fit whole, else one pair per row."""
+    def grid(pairs_per_row: int, wrap: bool = False):
+        def make():
+            t = Table.grid(padding=(0, 3 if not wrap else 1))
+            for _ in range(pairs_per_row):
+                t.add_column(no_wrap=True)  # the label
+                t.add_column(no_wrap=not wrap)  # the value: at the narrowest, wraps between words
+            for i in range(0, len(cells), pairs_per_row):
+                chunk = cells[i:i + pairs_per_row]
+                chunk += [("", "")] * (pairs_per_row - len(chunk))
+                t.add_row(*[x for a, b in chunk for x in (Text(a, style="bold"), b)])
+            panel = Panel(t, title="totals", title_align="left", expand=False)
+            return panel, [b.plain if isinstance(b, Text) else b for _, b in cells]
+        return make
+
+    return fit_first(console, [grid(2), grid(1), grid(1, wrap=True)])
+
+
+def halt_text(doc: dict[str, Any]) -> str | None:
+    """"halted on 2020-12-22, 9 of 216 days traded: ..." (None: no drawdown halt)."""
+    h = doc.get("halted")
+    if not h:
+        return None
+    text = (f"halted on {h['at'][:10]}, {h['days_traded']:.0f} of {h['days']:.0f} days traded: "
+            f"new entries stopped for good after a {_pct(doc['max_drawdown'])} drawdown")
+    if h["equity_at_halt"] is not None:
+        text += f"; equity {_money(h['equity_at_halt'])} at the halt, {_money(h['end_equity'])} at the end"
+    hold = (doc.get("baselines") or {}).get("buy_and_hold", {})
+    after = [f"{label} {_signed_pct(hold[k]['after_halt'])}" for k, label in
+             (("btc", "BTC"), ("equal_weight", "the equal-weight universe")) if hold.get(k, {}).get("after_halt")
+             is not None]
+    if after:
+        text += "; meanwhile " + " and ".join(after)
+    return text
+
+
+def _signed_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:+.1f}%"
+
+
+def _ordinal(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    n = int(round(x))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+MODE_LABELS = {"random": "random pairs", "random_timing": "random timing"}
+
+
+def baseline_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None, str, str]]:
+    """(label, return, profit factor, p5..p95 range, strategy's percentile) for the strategy and each baseline."""
+    b = doc.get("baselines") or {}
+    rows = [("strategy", doc["return"], doc["profit_factor"], "", "")]
+    hold = b.get("buy_and_hold", {})
+    if "btc" in hold:
+        rows.append(("buy & hold BTC", hold["btc"]["return"], None, "", ""))
+    if "equal_weight" in hold:
+        rows.append((f"buy & hold, equal weight ({hold['equal_weight']['pairs']} pairs)",
+                     hold["equal_weight"]["return"], None, "", ""))
+    for mode, label in MODE_LABELS.items():
+        blk = b.get(mode)
+        if not blk or not blk["seeds"]:
+            continue
+        pct = blk["percentile"]
+        rows.append((f"{label}, median of {blk['seeds']} seeds", blk["median"], blk["profit_factor"]["median"],
+                     f"{_signed_pct(blk['p5'])} .. {_signed_pct(blk['p95'])}",
+                     f"{_ordinal(pct)} (p = {blk['p_value']:.2f})" if pct is not None else "n/a"))
+    return rows
+
+
+def _baseline_table(console: Console, doc: dict[str, Any]):
+    cols = [("", {}), ("return", {"justify": "right"}), ("profit f.", {"justify": "right"}),
+            ("random p5 .. p95", {"justify": "right"}), ("strategy's percentile", {"justify": "right"})]
+    body = [[label, Text(_signed_pct(r), style="green" if (r or 0) > 0 else "red" if (r or 0) < 0 else ""),
+             _ratio(pf) if label != "strategy" or pf is not None else "n/a", rng, pct]
+            for label, r, pf, rng, pct in baseline_rows(doc)]
+    for row in body[1:]:
+        if row[2] == "n/a" and not row[3]:
+            row[2] = "-"
+    return fit_table(console, cols, body, drop=("random p5 .. p95", "profit f."),
+                     title="strategy vs baselines (same engine, costs and exits)", **_table_kw())
+
+
+def _baseline_strategy_table(console: Console, doc: dict[str, Any]):
+    per = (doc.get("baselines") or {}).get("by_strategy") or {}
+    modes = [m for m in MODE_LABELS if (doc["baselines"].get(m) or {}).get("seeds")]
+    cols = [("strategy", {}), ("PnL", {"justify": "right"})]
+    for m in modes:
+        cols += [(f"{MODE_LABELS[m]} median", {"justify": "right"}), (f"pct ({m.replace('_', ' ')})",
+                                                                     {"justify": "right"})]
+    body = []
+    for name, g in per.items():
+        row = [name, _coloured(g["pnl"])]
+        for m in modes:
+            d = g[m]["pnl"]
+            row += [_money(d["median"], True), _ordinal(d["percentile"])]
+        body.append(row)
+    return fit_table(console, cols, body, title="by strategy: its PnL vs random entries in its slots",
+                     **_table_kw())
 
 
 def render(console: Console, result: BacktestResult, stats: TradeStats | None = None,
-           timing: bool = True) -> None:
+           timing: bool = True, baselines: dict[str, Any] | None = None) -> None:
     """Print the report. ``timing=False`` leaves out wall-clock figures (files that must not vary)."""
     s = stats or stats_of(result)
-    doc = to_json(result, s)
+    doc = to_json(result, s, baselines)
     quote = result.cfg.universe.quote
     chart_w = max(20, min(console.width, 140) - 14)
 
@@ -232,10 +351,11 @@ def render(console: Console, result: BacktestResult, stats: TradeStats | None = 
     if result.interrupted:
         head.append("\ninterrupted: the figures cover the cycles that ran", style="yellow")
     console.print(Panel(head, expand=False))
+    halt = halt_text(doc)
+    if halt:
+        console.print(Panel(Text(halt, style="bold yellow"), title="halted", title_align="left", expand=False,
+                            border_style="yellow"))
 
-    totals = Table.grid(padding=(0, 3))
-    for _ in range(4):
-        totals.add_column()
     pnl_style = "green" if s.pnl > 0 else "red" if s.pnl < 0 else ""
     cells = [
         ("trades", f"{s.trades} ({s.wins} won, {s.losses} lost)"), ("win rate", _pct(s.win_rate)),
@@ -247,10 +367,11 @@ def render(console: Console, result: BacktestResult, stats: TradeStats | None = 
         ("signals", f"{result.signals:,}"),
         ("avg hold", "n/a" if s.avg_hold_ms is None else _span(s.avg_hold_ms)),
     ]
-    for i in range(0, len(cells), 2):
-        a, b = cells[i], cells[i + 1] if i + 1 < len(cells) else ("", "")
-        totals.add_row(Text(a[0], style="bold"), a[1], Text(b[0], style="bold"), b[1])
-    console.print(Panel(totals, title="totals", title_align="left", expand=False))
+    console.print(_totals(console, cells))
+    if baselines is not None:
+        console.print(_baseline_table(console, doc))
+        if baselines.get("by_strategy") and len(baselines["by_strategy"]) > 1:
+            console.print(_baseline_strategy_table(console, doc))
 
     console.print(Text("equity", style="bold"))
     for line in equity_chart(result.curve, chart_w):
@@ -259,17 +380,16 @@ def render(console: Console, result: BacktestResult, stats: TradeStats | None = 
     for line in drawdown_chart(result.curve, chart_w):
         console.print(line, no_wrap=True, overflow="crop")
 
-    console.print(_group_table("by strategy", doc["by_strategy"], "strategy"))
+    console.print(_group_table(console, "by strategy", doc["by_strategy"], "strategy"))
     pairs = doc["by_pair"]
     if pairs:
         order = sorted(pairs, key=lambda k: (-pairs[k]["pnl"], k))
         shown = order if len(order) <= 2 * SHOWN_PAIRS else order[:SHOWN_PAIRS] + order[-SHOWN_PAIRS:]
         title = (f"by pair ({len(pairs)} traded" + (f"; best and worst {SHOWN_PAIRS} shown, all in --json)"
                                                    if len(shown) < len(order) else ")"))
-        console.print(_group_table(title, {k: pairs[k] for k in shown}, "pair"))
-        wide = console.width >= 110
-        console.print(_trades_table("best trades", doc["best_trades"], wide))
-        console.print(_trades_table("worst trades", doc["worst_trades"], wide))
+        console.print(_group_table(console, title, {k: pairs[k] for k in shown}, "pair"))
+        console.print(_trades_table(console, "best trades", doc["best_trades"]))
+        console.print(_trades_table(console, "worst trades", doc["worst_trades"]))
 
     notes = Text()
     if doc["exit_reasons"]:
@@ -299,13 +419,14 @@ def render(console: Console, result: BacktestResult, stats: TradeStats | None = 
         console.print(notes, end="")
 
 
-def export(path: Path, result: BacktestResult, stats: TradeStats | None = None) -> None:
+def export(path: Path, result: BacktestResult, stats: TradeStats | None = None,
+           baselines: dict[str, Any] | None = None) -> None:
     """Write the report as ``.html`` or ``.svg`` (rich's recorded console), atomically."""
     suffix = path.suffix.lower()
     if suffix not in (".html", ".htm", ".svg"):
         raise ValueError(f"--export {path}: expected a file name ending in .html or .svg")
     console = Console(record=True, width=120, file=io.StringIO(), force_terminal=True, color_system="truecolor")
-    render(console, result, stats, timing=False)
+    render(console, result, stats, timing=False, baselines=baselines)
     tmp = path.with_name(f".{path.name}.tmp")
     if suffix == ".svg":
         console.save_svg(str(tmp), title="pitrader backtest")

@@ -137,6 +137,8 @@ class BacktestResult:
     interrupted: bool
     halts: list[tuple[int, str]] = field(default_factory=list)  # (time raised, text), in order
     timings: dict[str, float] = field(default_factory=dict)
+    loaded: "Loaded | None" = field(default=None, repr=False)  # what baselines re-run over
+    table: object = field(default=None, repr=False)  # the signal table served to the engine
 
     @property
     def duration_s(self) -> float:
@@ -155,26 +157,29 @@ class Progress:
 
 # --- the run -------------------------------------------------------------------------------------
 
-async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | None = None,
-                       install_signals: bool = False, plain: bool = False) -> BacktestResult:
-    """Run the backtest; ``plain`` uses the engine's own ReplayGateway tickers
-    (slower, same results: the tests compare both)."""
-    from core.backtest.gateway import BacktestGateway
-    from core.backtest.signals import PrecomputedPipeline, SignalTable, reference_check
-    from core.store.backtest import backtest_store
-    from core.engine import Engine, Hooks
-    from core.trading.stats import trades_of
+@dataclass
+class Loaded:
+    """The candles and cycles of a backtest, loaded once: a signal table or a baseline runs over them."""
 
-    ui = progress or Progress()
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    cfg: Config
+    folder: Path
+    timeframe: str
+    gateway: ReplayGateway
+    rows: dict[str, np.ndarray]
+    markets: dict
+    times: np.ndarray
+    end: int
+
+
+async def load(cfg: Config, spec: BacktestSpec, ui: Progress | None = None) -> Loaded:
+    """The run's config, the replay gateway and the cycle times (candles after ``end`` never loaded)."""
+    ui = ui or Progress()
     cfg = backtest_config(cfg, spec.timeframe, spec.strategies)
     tf = cfg.scanner.timeframes[0]
     tf_ms = timeframe_ms(tf)
     ui.phase("loading candles")
     folder = data_folder(spec.data, tf)
-    clock = VirtualClock(0)
-    gateway = (ReplayGateway if plain else BacktestGateway)(folder, clock, timeframe=tf)
+    gateway = ReplayGateway(folder, VirtualClock(0), timeframe=tf)
     if tf not in gateway.data:
         raise DataError(f"{folder}: no {tf} candles (found {', '.join(sorted(gateway.data))}); use --timeframe")
     if gateway.base_timeframe != tf:  # tickers (prices) come from the shortest timeframe in the folder
@@ -192,16 +197,43 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
     rows = {s: a[:np.searchsorted(a[:, 0], end - tf_ms, side="right")] for s, a in gateway.data[tf].items()}
     markets = await gateway.load_markets()
     times = np.arange(start, end + 1, tf_ms, dtype=np.int64)
-    timings["load"] = time.perf_counter() - t0
+    return Loaded(cfg, folder, tf, gateway, rows, markets, times, end)
+
+
+async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | None = None,
+                       install_signals: bool = False) -> BacktestResult:
+    """Run the backtest (see the module docstring)."""
+    from core.backtest.signals import SignalTable
+
+    ui = progress or Progress()
+    t0 = time.perf_counter()
+    loaded = await load(cfg, spec, ui)
+    timings = {"load": time.perf_counter() - t0}
 
     t1 = time.perf_counter()
     ui.phase("precomputing signals")
-    table = SignalTable(cfg, rows, markets, times, progress=lambda what: ui.phase(f"precomputing signals: {what}"))
-    if not plain:
-        gateway.table = table
+    table = SignalTable(loaded.cfg, loaded.rows, loaded.markets, loaded.times,
+                        progress=lambda what: ui.phase(f"precomputing signals: {what}"))
     timings["signals"] = time.perf_counter() - t1
+    return await simulate(loaded, table, spec.db, spec.verify, ui, install_signals, timings)
 
-    sample = _verify_sample(table, spec.verify)
+
+async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 0, progress: Progress | None = None,
+                   install_signals: bool = False, timings: dict[str, float] | None = None) -> BacktestResult:
+    """The engine over ``table``'s scans (a ``SignalTable`` or anything serving ``index`` and
+    ``result(i)`` the same way, e.g. a random baseline), on a fresh virtual clock."""
+    from core.backtest.signals import PrecomputedPipeline, reference_check
+    from core.store.backtest import backtest_store
+    from core.engine import Engine, Hooks
+    from core.trading.stats import trades_of
+
+    ui = progress or Progress()
+    timings = dict(timings or {})
+    cfg, gateway, times, end = loaded.cfg, loaded.gateway, loaded.times, loaded.end
+    tf_ms = timeframe_ms(loaded.timeframe)
+    clock = VirtualClock(0)
+    gateway.clock = clock  # the gateway holds no other state: one loaded gateway serves many runs
+    sample = _verify_sample(table, verify)
     verified: list[int] = []
 
     async def check(i, result):
@@ -214,7 +246,7 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
     halts: list[tuple[int, str]] = []
     clock.advance_to(int(times[0]))
     ui.start_cycles(len(times))
-    async with backtest_store(spec.db) as store:
+    async with backtest_store(db) as store:
 
         class BacktestHooks(Hooks):
             trades = 0
@@ -239,12 +271,15 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
         closed = await store.positions("closed")
         curve = await store.equity_curve()
     timings["engine"] = time.perf_counter() - t2
+    sig = getattr(table, "sig", None)
     return BacktestResult(
-        cfg=cfg, data=folder, timeframe=tf, pairs=len(table.symbols), candles=int(table.sig.n.sum()),
+        cfg=cfg, data=loaded.folder, timeframe=loaded.timeframe, pairs=len(table.symbols),
+        candles=int(sig.n.sum()) if sig is not None else sum(len(r) for r in loaded.rows.values()),
         cycles=engine.cycles, start_ms=int(times[0]), end_ms=clock.now_ms() if interrupted else end,
         closed=trades_of(closed), curve=curve, signals=signals,
         rejections=dict(sorted(collections.Counter(engine.risk.rejections).items())),
-        closed_at_end=closed_at_end, verified=verified, interrupted=interrupted, timings=timings, halts=halts)
+        closed_at_end=closed_at_end, verified=verified, interrupted=interrupted, timings=timings, halts=halts,
+        loaded=loaded, table=table)
 
 
 def _verify_sample(table, n: int) -> set[int]:
@@ -277,6 +312,11 @@ async def _close_all(engine, store, clock) -> int:
     store.record_equity(clock.now_ms(), portfolio.equity, portfolio.cash)
     await store.flush()
     return n
+
+
+def drawdown_halt(result: BacktestResult) -> int | None:
+    """When the drawdown halt -- the one that stops new entries for good -- was raised, if it was."""
+    return next((ts for ts, text in result.halts if text.startswith("drawdown")), None)
 
 
 def exit_reasons(closed: list[Position]) -> dict[str, int]:

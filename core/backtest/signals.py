@@ -32,17 +32,18 @@ How.
 - The higher timeframe (4h) candles come from the real ``CandleStore`` fed the 1h history; a 4h
   candle becomes visible with the 1h candle that completes its bucket, as the store emits it.
   Its windows are gathered per chunk of rows.
-- The universe (24 h quote volume ranking with ``core.scan.universe``'s rules and schedule) and the
-  data-quality checks of ``core.scan.scanner.data_problems`` (history, bad values, gaps, jumps,
-  staleness) are evaluated vectorised over pairs x cycles.
+- The universe and the data-quality checks are the live path's own functions, called once over
+  pairs x cycles instead of once per cycle: the 24 h tickers of ``core.exchange.day_tickers``
+  (what ``ReplayGateway.fetch_tickers`` returns), the rules, ranking and refresh schedule of
+  ``core.scan.universe``, and ``core.scan.quality`` (history, bad values, gaps, jumps,
+  staleness; the same reasons as the live scan).
 Per cycle, ``PrecomputedPipeline.scan`` only assembles that cycle's ``ScanResult`` from the
 tables: nothing re-scans history.
 
 Limits. A strategy must be row-wise (a pair's score depends on its own candles only, as the
 plugin API says) and must not look back further than W candles; ``reference_check`` would
-catch one that does. Skip reasons are short summaries (the scanner's own wording names dates).
-``duration_s`` of a served scan is 0 (the work was done up front), which keeps the backtest's
-database byte-identical between runs.
+catch one that does. ``duration_s`` of a served scan is 0 (the work was done up front), which
+keeps the backtest's database byte-identical between runs.
 """
 from __future__ import annotations
 
@@ -50,18 +51,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
-from fnmatch import fnmatchcase
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from core.scan.candles import CandleStore, CandleView
 from core.config import Config
-from core.timeframes import TIMEFRAME_MS
+from core.exchange.day_tickers import day_windows
 from core.models import Market, Opportunity, ScanResult
-from core.scan.scanner import STALE_PERIODS, Indicators, Scanner
-from core.scan.universe import is_leveraged, is_stable_pair
-from core.timeframes import DAY_MS
+from core.scan import universe
+from core.scan.candles import CandleStore, CandleView
+from core.scan.quality import CandleChecks, higher_jump_ratio
+from core.scan.scanner import Indicators, Scanner
+from core.timeframes import TIMEFRAME_MS
 from strategies.base import ScanInput
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 MIN_WINDOW = 64
 CHUNK_ROWS = 8_192
 GROUP = 32  # pairs whose indicator matrices exist at the same time
-UNIVERSE_RETRY_MS = 60_000  # core.scan.universe.Universe.RETRY_MS
 
 
 class SignalMismatch(RuntimeError):
@@ -215,40 +215,6 @@ class WindowIndicators(Indicators):
 
 # --- the tables --------------------------------------------------------------------------------
 
-def _cumulative_problems(rows: list[np.ndarray], tf_ms: int, gap_limit: int, jump_ratio: float,
-                         ) -> list[np.ndarray]:
-    """Per pair, per candle k: bit flags of the problems data_problems finds in candles 0..k.
-
-    1 bad values, 2 gap, 4 jump (cumulative: the window is the whole history).
-    """
-    out = []
-    for r in rows:
-        if not len(r):
-            out.append(np.zeros(0, dtype=np.int8))
-            continue
-        ts, o, h, lo, c, v = r.T
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bad = ~(v >= 0)
-            for x in (o, h, lo, c):
-                bad |= ~((x > 0) & (x < np.inf))
-            gap = np.zeros(len(r), dtype=bool)
-            gap[1:] = np.diff(ts) > (gap_limit + 1) * tf_ms
-            ratio = c[1:] / c[:-1]
-            jump = np.zeros(len(r), dtype=bool)
-            jump[1:] = (ratio > jump_ratio) | (ratio * jump_ratio < 1.0)
-        flags = (np.logical_or.accumulate(bad).astype(np.int8)
-                 | (np.logical_or.accumulate(gap).astype(np.int8) << 1)
-                 | (np.logical_or.accumulate(jump).astype(np.int8) << 2))
-        out.append(flags)
-    return out
-
-
-def _last_index(ts_rows: list[np.ndarray], cutoffs: np.ndarray) -> np.ndarray:
-    """(P, N): index of each pair's last candle with ts <= cutoff (-1: none yet)."""
-    return np.stack([np.searchsorted(ts, cutoffs, side="right") - 1 for ts in ts_rows]).astype(np.int32) \
-        if ts_rows else np.empty((0, len(cutoffs)), dtype=np.int32)
-
-
 class SignalTable:
     """Everything the scanner would say at each cycle of a backtest (see the module docstring)."""
 
@@ -262,7 +228,6 @@ class SignalTable:
         symbols = tuple(s for s in sorted(rows) if len(rows[s]))
         self.symbols = symbols
         self.pos = {s: p for p, s in enumerate(symbols)}
-        self._reasons: dict[int, str] = {}
         self.markets = markets
         self.width = window_width(sc)
         tick = progress or (lambda what: None)
@@ -277,16 +242,21 @@ class SignalTable:
 
         tf_ms = self.sig.tf_ms
         P, N = len(symbols), len(self.times)
-        # last closed candle per pair and cycle: open time <= now - period
-        self.k = _last_index([r[:, 0] for r in sig_rows], self.times - tf_ms)
+        # every pair's 24 h ticker at every cycle, as ReplayGateway.fetch_tickers computes it
+        count = np.zeros((P, N), dtype=np.int64)
+        qv = np.zeros((P, N))
+        for p, r in enumerate(sig_rows):
+            count[p], _, qv[p], _, _ = day_windows(r, 0, len(r), self.times, tf_ms)
+        # last closed candle per pair and cycle (open time <= now - period); -1: none yet
+        self.k = (count - 1).astype(np.int32)
         if self.hi is not None:
             # a higher candle exists once the signal candle completing its bucket is stored
             offset = self.hi.tf_ms - tf_ms
             self.k4_of = [np.searchsorted(h[:, 0] + offset, r[:, 0], side="right") - 1
                           for h, r in zip(self.hi.rows, sig_rows)]
-        self.universe = self._universe(sig_rows)
+        self.universe = self._universe(sig_rows, qv)
         tick("universe")
-        self.ok, self.flags = self._quality(sig_rows)
+        self.ok, self.flags = self._quality()
         tick("quality")
         self.opps: dict[tuple[int, int], Opportunity] = {}
         self.ranked: list[Opportunity] = []
@@ -295,156 +265,64 @@ class SignalTable:
             self._evaluate()
         tick("strategies")
 
-    # --- universe (core.scan.universe.Universe over ReplayGateway tickers) ------------------------
-    def _universe(self, sig_rows: list[np.ndarray]) -> np.ndarray:
+    # --- universe (core.scan.universe's rules and schedule over every cycle) -----------------
+    def _universe(self, sig_rows: list[np.ndarray], qv: np.ndarray) -> np.ndarray:
+        """(P, N): the pairs ``Universe.symbols`` holds at each cycle over the replay gateway."""
         u = self.cfg.universe
         P, N = len(self.symbols), len(self.times)
         markets = [self.markets.get(s) or Market(s, *s.split("/")) for s in self.symbols]
         known = {m.base for m in self.markets.values()} or {m.base for m in markets}
-        static = np.zeros(P, dtype=bool)
-        forced = np.zeros(P, dtype=bool)
-        for p, (s, m) in enumerate(zip(self.symbols, markets)):
-            if m.quote != u.quote or not m.active or any(fnmatchcase(s, pat) for pat in u.exclude):
-                continue
-            static[p] = True
-            forced[p] = any(fnmatchcase(s, pat) for pat in u.include)
-            if not forced[p] and (is_stable_pair(m) or is_leveraged(m.base, known)):
-                static[p] = False
-        k = self.k
-        has = k >= 0
+        allowed, forced, mcode = universe.pair_rules(self.symbols, markets, u, known)
+        listed = self.k >= 0
         last = np.full((P, N), np.nan)
-        qv = np.zeros((P, N))
-        day_lo = np.zeros((P, N), dtype=np.int32)
         for p, r in enumerate(sig_rows):
-            if not len(r):
-                continue
-            ts = r[:, 0]
-            kp = np.maximum(k[p], 0)
-            last[p] = np.where(has[p], r[kp, 4], np.nan)
-            # ReplayGateway.fetch_tickers: closed candles opened in the last 24 h
-            lo = np.searchsorted(ts, self.times - DAY_MS - 1, side="right")
-            hi = k[p] + 1
-            lo = np.minimum(lo, hi)
-            cs = np.concatenate(([0.0], np.cumsum(r[:, 4] * r[:, 5])))
-            qv[p] = np.where(has[p], cs[hi] - cs[lo], 0.0)
-            day_lo[p] = lo
-            # prefix sums differ from the gateway's np.sum in the last bits: redo the close calls exactly
-            near = has[p] & (np.abs(qv[p] - u.min_quote_volume) <= 1e-9 * np.maximum(cs[hi], 1.0))
-            for i in np.flatnonzero(near):
-                qv[p, i] = _day_volume(r, int(lo[i]), int(hi[i]))
-        self.day_lo = day_lo
-        self._tickers(sig_rows, last, qv)
-        with np.errstate(invalid="ignore"):
-            eligible = has & static[:, None] & (forced[:, None] | ((qv >= u.min_quote_volume) & (last >= u.min_price)))
+            last[p] = np.where(listed[p], r[np.maximum(self.k[p], 0), 4], np.nan)
+        ok = universe.eligible(allowed, forced, mcode, listed, qv, last, u)
+        chosen = universe.top_pairs(ok, forced, qv, u.max_pairs)
         members = np.zeros((P, N), dtype=bool)
-        prev: np.ndarray | None = None
-        next_ms: int | None = None
+        schedule = universe.RefreshSchedule()
+        held = np.zeros(P, dtype=bool)
         for i, t in enumerate(self.times.tolist()):
-            if prev is not None and prev.any() and next_ms is not None and t < next_ms:
-                members[:, i] = prev
-                continue
-            sel = eligible[:, i].copy()
-            if sel.sum() > u.max_pairs:
-                cand = np.flatnonzero(sel)
-                exact = [_day_volume(sig_rows[p], int(day_lo[p, i]), int(k[p, i]) + 1) for p in cand]
-                order = sorted(zip(cand.tolist(), exact), key=lambda pe: (0 if forced[pe[0]] else 1, -pe[1],
-                                                                           self.symbols[pe[0]]))
-                sel[:] = False
-                sel[[p for p, _ in order[:u.max_pairs]]] = True
-            if not sel.any() and prev is not None and prev.any():
-                members[:, i] = prev
-                next_ms = t + UNIVERSE_RETRY_MS
-                continue
-            prev, next_ms = sel, t + u.refresh_s * 1000
-            members[:, i] = sel
+            if schedule.due(t) and schedule.settle(t, bool(chosen[:, i].any()), u.refresh_s):
+                held = chosen[:, i]
+            members[:, i] = held
         return members
 
-    def _tickers(self, sig_rows: list[np.ndarray], last: np.ndarray, qv: np.ndarray) -> None:
-        """What ReplayGateway.fetch_tickers returns per pair and cycle, for ``BacktestGateway``.
-
-        Last price, its time and the 24 h high/low are exact; the 24 h quote volume is the prefix-sum
-        figure above (equal to the gateway's to ~1e-12 relative; no part of a cycle reads it)."""
-        P, N = len(self.symbols), len(self.times)
-        self.tick_last, self.tick_qv = last, qv
-        self.tick_high = np.full((P, N), np.nan)
-        self.tick_low = np.full((P, N), np.nan)
-        for p, r in enumerate(sig_rows):
-            lo, hi = self.day_lo[p], self.k[p] + 1
-            filled = hi > lo
-            if not filled.any() or not len(r):
-                continue
-            idx = np.empty(2 * N, dtype=np.int64)
-            idx[0::2], idx[1::2] = lo, hi
-            for col, out in ((2, self.tick_high), (3, self.tick_low)):
-                a = np.append(r[:, col], np.nan)  # reduceat's last segment runs to the end: a sentinel
-                red = (np.maximum if col == 2 else np.minimum).reduceat(a, np.minimum(idx, len(r)))[0::2]
-                out[p] = np.where(filled, red, np.nan)
-
-    # --- data quality (core.scan.scanner.data_problems over the whole history) --------------------
-    def _quality(self, sig_rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(P, N) ok mask for universe pairs, and (P, N) problem flags (see ``_reason``)."""
+    # --- data quality (core.scan.quality over the whole history) --------------------------------
+    def _quality(self) -> tuple[np.ndarray, np.ndarray]:
+        """(P, N) ok mask for universe pairs, and (P, N) problem flags (higher timeframe << 8)."""
         sc, scan = self.cfg.scanner, self.scanner
         P, N = len(self.symbols), len(self.times)
         flags = np.zeros((P, N), dtype=np.int32)
-        k = self.k
-        sig_flags = _cumulative_problems(sig_rows, self.sig.tf_ms, sc.quarantine_gap_candles,
-                                         sc.quarantine_jump_ratio)
-        for p, r in enumerate(sig_rows):
-            kp = k[p]
-            has = kp >= 0
-            f = np.where(has, sig_flags[p][np.maximum(kp, 0)] if len(r) else 0, 0).astype(np.int32)
-            f |= np.where(~has, 8, 0)  # no candles
-            f |= np.where(has & (kp + 1 < scan.need_signal), 16, 0)
-            if len(r):
-                age = self.times - (r[np.maximum(kp, 0), 0] + self.sig.tf_ms)
-                f |= np.where(has & (age > STALE_PERIODS * self.sig.tf_ms), 32, 0)
+        hi_ratio = (higher_jump_ratio(sc.quarantine_jump_ratio, scan.signal_tf, self.hi.timeframe)
+                    if self.hi is not None else 0.0)
+        self._checks: dict[int, tuple[CandleChecks, CandleChecks | None]] = {}  # pairs ever skipped
+        for p, r in enumerate(self.sig.rows):
+            k = self.k[p]
+            sig = CandleChecks(self.sig.timeframe, *r.T, sc.quarantine_gap_candles, sc.quarantine_jump_ratio)
+            f = sig.flags(k, k + 1, scan.need_signal, self.times)
+            hi = None
+            if self.hi is not None:
+                k4 = self._k4(p, k)
+                hi = CandleChecks(self.hi.timeframe, *self.hi.rows[p].T, sc.quarantine_gap_candles, hi_ratio)
+                f |= hi.flags(k4, k4 + 1, scan.need_higher, self.times) << 8
             flags[p] = f
-        if self.hi is not None:
-            scale = (TIMEFRAME_MS[scan.higher_tf] / TIMEFRAME_MS[scan.signal_tf]) ** 0.5
-            hi_flags = _cumulative_problems(self.hi.rows, self.hi.tf_ms, sc.quarantine_gap_candles,
-                                            sc.quarantine_jump_ratio ** scale)
-            for p, h in enumerate(self.hi.rows):
-                kp = k[p]
-                k4 = np.where(kp >= 0, self.k4_of[p][np.maximum(kp, 0)] if len(sig_rows[p]) else -1, -1)
-                has = k4 >= 0
-                f = np.where(has, hi_flags[p][np.maximum(k4, 0)] if len(h) else 0, 0).astype(np.int32) << 8
-                f |= np.where(~has, 8 << 8, 0)
-                f |= np.where(has & (k4 + 1 < scan.need_higher), 16 << 8, 0)
-                if len(h):
-                    age = self.times - (h[np.maximum(k4, 0), 0] + self.hi.tf_ms)
-                    f |= np.where(has & (age > STALE_PERIODS * self.hi.tf_ms), 32 << 8, 0)
-                flags[p] |= f
-        ok = self.universe & (flags == 0)
-        return ok, flags
+            if (f[self.universe[p]] != 0).any():
+                self._checks[p] = (sig, hi)
+        return self.universe & (flags == 0), flags
+
+    def _k4(self, p: int, k):
+        """Last higher-timeframe candle stored when signal candle ``k`` of pair ``p`` is (-1: none)."""
+        return np.where(k >= 0, self.k4_of[p][np.maximum(k, 0)], -1)
 
     def _reason(self, p: int, i: int) -> str:
-        flags = int(self.flags[p, i])
-        text = self._reasons.get(flags)
-        if text is None:
-            text = self._reasons[flags] = self._describe(flags)
-        return text
-
-    def _describe(self, flags: int) -> str:
-        parts = []
-        for shift, frame, need in ((0, self.sig, self.scanner.need_signal),
-                                   (8, self.hi, self.scanner.need_higher)):
-            if frame is None:
-                continue
-            f = (flags >> shift) & 0xFF
-            tf = frame.timeframe
-            if f & 8:
-                parts.append(f"no {tf} candles")
-            if f & 16:
-                parts.append(f"too little history: needs {need} {tf} candles")
-            if f & 1:
-                parts.append(f"bad data: non-finite or non-positive values in the {tf} candles")
-            if f & 32:
-                parts.append(f"stale: no new {tf} candle")
-            if f & 2:
-                parts.append(f"quarantined: {tf} data gap of more than "
-                             f"{self.cfg.scanner.quarantine_gap_candles} candles")
-            if f & 4:
-                parts.append(f"quarantined: {tf} close jump beyond x{self.cfg.scanner.quarantine_jump_ratio:g}")
+        """The live scanner's skip reason for pair ``p`` at cycle ``i``."""
+        flags, k, now = int(self.flags[p, i]), int(self.k[p, i]), int(self.times[i])
+        sig, hi = self._checks[p]
+        parts = sig.reasons((), k, k + 1, flags & 0xFF, self.scanner.need_signal, now)
+        if flags >> 8:
+            k4 = int(self.k4_of[p][k]) if k >= 0 else -1
+            parts += hi.reasons((), k4, k4 + 1, flags >> 8, self.scanner.need_higher, now)
         return "; ".join(parts)
 
     # --- strategies and ranking ----------------------------------------------------------------
@@ -533,12 +411,6 @@ def _renamed(o: Opportunity, symbol: str) -> Opportunity:
 _FAST_RENAME = tuple(f.name for f in fields(Opportunity)) == _OPP_FIELDS
 
 
-def _day_volume(r: np.ndarray, lo: int, hi: int) -> float:
-    """Exactly ReplayGateway.fetch_tickers' 24 h quote volume over candles lo..hi-1."""
-    day = r[lo:hi]
-    return float(np.sum(day[:, 4] * day[:, 5])) if len(day) else 0.0
-
-
 class PrecomputedPipeline:
     """The engine's ``pipeline=``: serves the table's scan for the clock's current cycle."""
 
@@ -579,11 +451,14 @@ async def reference_check(cfg: Config, gateway, clock, table: SignalTable, i: in
 
 
 def compare(real: ScanResult, served: ScanResult) -> list[str]:
-    """Differences that matter between two scans of the same moment (reason wording of skips excluded)."""
+    """Differences between two scans of the same moment (all but ``duration_s``)."""
     out = []
     if set(real.skipped) != set(served.skipped):
         out.append(f"skipped pairs differ: real-only {sorted(set(real.skipped) - set(served.skipped))[:5]}, "
                    f"served-only {sorted(set(served.skipped) - set(real.skipped))[:5]}")
+    else:
+        out += [f"skip reason of {s}: real {real.skipped[s]!r} served {served.skipped[s]!r}"
+                for s in real.skipped if real.skipped[s] != served.skipped[s]][:3]
     if real.pairs_scanned != served.pairs_scanned:
         out.append(f"pairs scanned {real.pairs_scanned} != {served.pairs_scanned}")
     if real.opportunities != served.opportunities:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 2 bad arguments or data (unknown strategy, bad dates, unreadable CSV,
 unknown --export type); 78 bad configuration; 70 the precomputed signals disagreed with the
-real scanner on a verified cycle (a bug: please report it); 130 interrupted before the first cycle.
+real scanner on a verified cycle (a bug: please report it); 130 interrupted (Ctrl-C or SIGTERM; the
+report, if any, covers the cycles that ran).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 NAME = "backtest"
 HELP = "run the engine over recorded candles (paper, virtual clock) and report trades, PnL, drawdown"
-EX_USAGE, EX_DATAERR, EX_SOFTWARE = 2, 65, 70
+EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_INTERRUPTED = 2, 65, 70, 130
 
 
 def configure(p) -> None:
@@ -32,8 +33,17 @@ def configure(p) -> None:
     p.add_argument("--export", metavar="FILE", help="also write the report page as FILE.html or FILE.svg")
     p.add_argument("--verify", type=int, default=2, metavar="N",
                    help="re-check N cycles' signals against the real scanner (default 2; 0 skips)")
+    p.add_argument("--baseline-seeds", type=int, default=None, metavar="N",
+                   help="random-entry baselines: N seeds of each kind (random pairs, random timing) in worker "
+                        "processes (default %d; 0: none, only buy-and-hold)" % _default_seeds())
     p.add_argument("--db", metavar="FILE", help="keep the backtest's database (orders, fills, positions, equity) "
                    "in FILE, replacing it; default: a scratch file, deleted")
+
+
+def _default_seeds() -> int:
+    from core.backtest.baseline import DEFAULT_SEEDS
+
+    return DEFAULT_SEEDS
 
 
 class _HaltFilter(logging.Filter):
@@ -89,11 +99,17 @@ def run(args, ctx) -> int:
         print(f"pitrader backtest: {message}", file=sys.stderr)
         return code
 
+    from core.commands._storage import require
+
     cfg = ctx.config_or_defaults()
+    require(None)  # an unwritable numba cache: one line, exit 77
     if args.export and Path(args.export).suffix.lower() not in (".html", ".htm", ".svg"):
         return fail(EX_USAGE, f"--export {args.export}: expected a file name ending in .html or .svg")
     if args.verify < 0:
         return fail(EX_USAGE, "--verify: expected 0 or more cycles")
+    seeds = _default_seeds() if args.baseline_seeds is None else args.baseline_seeds
+    if seeds < 0:
+        return fail(EX_USAGE, "--baseline-seeds: expected 0 or more seeds")
     try:
         spec = BacktestSpec(
             data=Path(args.data), timeframe=args.timeframe,
@@ -123,15 +139,40 @@ def run(args, ctx) -> int:
     except SignalMismatch as exc:
         return fail(EX_SOFTWARE, f"internal error, results withheld: {exc}")
     stats = stats_of(result)
+    baselines = None
+    if not result.interrupted:
+        try:
+            baselines = _baselines(result, spec, seeds, show, ctx.console)
+        except KeyboardInterrupt:
+            print("pitrader backtest: interrupted while running the baselines", file=sys.stderr)
+            return EX_INTERRUPTED
     if args.export:
         try:
-            export(Path(args.export), result, stats)
+            export(Path(args.export), result, stats, baselines)
         except OSError as exc:
             return fail(EX_USAGE, f"--export {args.export}: cannot write ({exc.strerror or exc})")
     if args.json:
-        print(json.dumps(to_json(result, stats)))
+        print(json.dumps(to_json(result, stats, baselines)))
     else:
-        render(ctx.console, result, stats)
+        render(ctx.console, result, stats, baselines=baselines)
         if args.export:
             ctx.console.print(f"[dim]report written to {args.export}[/]")
+    if result.interrupted:  # a partial report must not pass for a finished one in scripts
+        print("pitrader backtest: interrupted: the report covers the cycles that ran", file=sys.stderr)
+        return EX_INTERRUPTED
     return 0
+
+
+def _baselines(result, spec, seeds: int, show: bool, console) -> dict | None:
+    """Buy-and-hold and the random baselines (``core.backtest.baseline``), with a progress line."""
+    from core.backtest.baseline import MODES, compute
+
+    if not len(result.loaded.times):
+        return None
+    if not show or seeds == 0:
+        return compute(result, spec, seeds).doc
+    with console.status(f"random baselines: 0/{seeds * len(MODES)} runs") as status:
+        def done(n: int, total: int) -> None:
+            status.update(f"random baselines: {n}/{total} runs ({seeds} seeds x {', '.join(MODES)})")
+
+        return compute(result, spec, seeds, on_done=done).doc

@@ -1,6 +1,7 @@
 """`pitrader config check`: validate config.json and the env file, print the effective config."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from rich.syntax import Syntax
@@ -15,6 +16,11 @@ def configure(p) -> None:
     sub = p.add_subparsers(dest="config_cmd", metavar="ACTION", required=True)
     check = sub.add_parser("check", help=HELP)
     check.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    # `pitrader config check --config X` like every other command (argparse keeps the global and
+    # the subcommand's options apart; SUPPRESS leaves the global value when not given here)
+    check.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="config.json to use")
+    check.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help="secrets file")
+    check.add_argument("--state-dir", metavar="DIR", default=argparse.SUPPRESS, help="state directory")
 
 
 def run(args, ctx) -> int:

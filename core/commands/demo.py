@@ -26,8 +26,9 @@ async def _demo(args, ctx, cfg) -> dict:
     from core.engine import Engine, Hooks
     from core.timeframes import timeframe_ms
     from core.exchange.setup import replay_setup
-    from core.trading.stats import trade_stats
     from core.store.state import Store
+
+    from core.commands._summary import summarize
 
     gateway, clock, end_ms = replay_setup(cfg, args.data)
     tf_ms = timeframe_ms(gateway.base_timeframe)
@@ -51,18 +52,12 @@ async def _demo(args, ctx, cfg) -> dict:
             else:
                 with Dashboard(ctx.console, total, cfg.paper.starting_balance, cfg.universe.quote) as dash:
                     await engine.run(max_cycles=total, until_ms=end_ms, interval_s=tf_ms / 1000)
-            closed = await store.positions("closed")
-            curve = await store.equity_curve()
-            open_now = await store.positions("open")
-    stats = trade_stats(closed, curve, cfg.paper.starting_balance)
-    return {"cycles": engine.cycles, "pairs": len(gateway.data[gateway.base_timeframe]),
-            "duration_s": round(time.perf_counter() - t0, 2), "trades": stats.trades,
-            "win_rate": stats.win_rate, "pnl": float(stats.pnl), "fees": float(stats.fees),
-            "max_drawdown": stats.max_drawdown, "open_positions": len(open_now),
-            "final_equity": float(curve[-1][1]) if curve else float(cfg.paper.starting_balance)}
+            return await summarize(cfg, engine, store, len(gateway.data[gateway.base_timeframe]), t0)
 
 
 def run(args, ctx) -> int:
+    from core.commands._storage import require
+    from core.commands._summary import print_summary
     from core.exchange.replay import DataError
 
     if not Path(args.data).is_dir():
@@ -70,15 +65,12 @@ def run(args, ctx) -> int:
                         "package); run the demo from a checkout or pass --data DIR")
 
     cfg = replace(ctx.config_or_defaults(), mode="paper")  # the demo never trades for real
+    require(None)  # a numba cache that cannot be written: one line, not a traceback
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     summary = asyncio.run(_demo(args, ctx, cfg))
     if args.json:
         print(json.dumps(summary))
-        return 0
-    c = ctx.console
-    c.print(f"\n[bold]demo finished[/]: {summary['cycles']} cycles over {summary['pairs']} pairs "
-            f"in {summary['duration_s']:.1f} s (paper mode, real Binance 1h candles)")
-    c.print(f"trades {summary['trades']} | win rate {summary['win_rate'] * 100:.1f}% | "
-            f"PnL {summary['pnl']:+,.2f} {cfg.universe.quote} (fees {summary['fees']:,.2f}) | "
-            f"max drawdown {summary['max_drawdown'] * 100:.2f}% | still open {summary['open_positions']}")
-    return 0
+    else:
+        print_summary(ctx.console, summary, cfg.universe.quote,
+                      "demo (paper mode, real Binance 1h candles)")
+    return 130 if summary["interrupted"] else 0

@@ -1,6 +1,6 @@
 """`pitrader doctor`: is this installation able to trade? One verdict per check.
 
-Checks, in order: configuration, connectivity, server time offset, markets, universe, API keys
+Checks, in order: state directory and numba cache (writable), configuration, connectivity, server time offset, markets, universe, API keys
 (a signed account request, only when keys are set), rate-limit headroom (last, so it includes
 the doctor's own requests). Exit 0 when every check is ok or warn, 1 when any fails; a bad
 config or env file exits 78 before anything is sent. Secrets are never printed: keys are
@@ -171,10 +171,26 @@ def render(console, checks: list[Check]) -> None:
         console.print("[green]ready[/]" + (f" (warnings: {', '.join(warns)})" if warns else ""))
 
 
+def storage_checks(state_dir) -> list[Check]:
+    """The directories the service writes: the state directory and the numba cache."""
+    from core.commands._storage import numba_cache_dir, problems
+
+    found = {p.what.split(" ")[0]: p for p in problems(state_dir)}
+    out = [Check("state directory", FAIL, str(found["state"])) if "state" in found else
+           Check("state directory", OK, f"{state_dir}: writable")]
+    cache = numba_cache_dir()
+    if "numba" in found:
+        out.append(Check("numba cache", FAIL, str(found["numba"])))
+    else:
+        out.append(Check("numba cache", OK, f"{cache}: writable" if cache else
+                         "NUMBA_CACHE_DIR unset: numba caches next to the package (the service sets it)"))
+    return out
+
+
 def run(args, ctx) -> int:
     cfg = ctx.config()
     secrets = ctx.secrets()
-    checks = asyncio.run(diagnose(cfg, secrets))
+    checks = storage_checks(ctx.state_dir) + asyncio.run(diagnose(cfg, secrets))
     if args.json:
         print(json.dumps({"ok": not any(c.verdict == FAIL for c in checks),
                           "checks": [asdict(c) for c in checks]}, indent=2))

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 from core.config import ConfigError
 from core.timeframes import timeframe_ms
 from core.store.state import Store, db_path
 
+REPLAY_DB = "replay.db"  # `run --replay`'s state; `status --db replay` reads it
 NAME = "run"
 HELP = "run the trading loop (the systemd service runs this); --replay DIR for recorded data"
 
@@ -21,16 +23,23 @@ async def _run(args, ctx) -> int:
     from core.engine import Engine
     from core.exchange.setup import live_setup, replay_setup
     from core.service.hooks import ServiceHooks, setup_service_logging
+    from core.service.backups import BackupSchedule
+    from core.service.signals import EARLY
+    from core.store.backup import ServiceLock
+    from core.store.errors import StateDatabaseError
+
+    from core.commands._storage import require
+    from core.commands._summary import print_summary, save_last_prices, summarize
 
     cfg = ctx.config()
     secrets = ctx.secrets()
+    require(ctx.state_dir)  # before the service starts: one line and exit 77, not a restart loop
     setup_service_logging(cfg, secrets)
-    ctx.state_dir.mkdir(parents=True, exist_ok=True)
     if args.replay:
         if cfg.mode == "live":
             raise ConfigError(cfg.source, "mode", 'expected "paper" with --replay (recorded data cannot trade)')
         gateway, clock, end_ms = replay_setup(cfg, args.replay)
-        path = ctx.state_dir / "replay.db"
+        path = ctx.state_dir / REPLAY_DB
         for suffix in ("", "-wal", "-shm"):  # a replay always starts from scratch, like its clock
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         interval = timeframe_ms(gateway.base_timeframe) / 1000
@@ -42,14 +51,39 @@ async def _run(args, ctx) -> int:
         new = ctx.reload_config()
         return replace(new, mode=cfg.mode) if args.replay else new
 
-    async with Store.open(path) as store:
-        engine = Engine(cfg, gateway, store, clock, hooks=ServiceHooks(cfg, ctx.state_dir, store, ctx.secrets),
-                        config_loader=reload_config)
-        engine.install_signal_handlers()
-        try:
-            await engine.run(max_cycles=args.max_cycles, until_ms=end_ms, interval_s=interval)
-        finally:
-            await gateway.close()
+    backups = None if args.replay else BackupSchedule(path)
+
+    class RunHooks(ServiceHooks):
+        async def on_cycle(self, report) -> None:
+            await super().on_cycle(report)
+            await save_last_prices(self.store, report)  # `status` values positions without the network
+            if backups is not None:
+                await backups.check()  # hourly: damage on disk stops the service (exit 74)
+                await backups.maybe_backup(self.cfg)  # daily, in a thread; want of space is one warning
+
+    started = time.perf_counter()
+    lock = ServiceLock(ctx.state_dir)  # held while running: `backup restore` refuses, a second `run` too
+    if not args.replay and not lock.acquire():
+        await gateway.close()
+        raise StateDatabaseError(path, f"in use by a running pitrader (pid {lock.holder()})",
+                                 "stop it first (systemctl stop pitrader)")
+    try:
+        async with Store.open(path) as store:
+            engine = Engine(cfg, gateway, store, clock, hooks=RunHooks(cfg, ctx.state_dir, store, ctx.secrets),
+                            config_loader=reload_config)
+            EARLY.hand_over(engine)  # the loop's handlers, then any SIGHUP/SIGTERM that came during start-up
+            try:
+                await engine.run(max_cycles=args.max_cycles, until_ms=end_ms, interval_s=interval)
+            finally:
+                await gateway.close()
+            if args.replay:
+                pairs = len(gateway.data[gateway.base_timeframe])
+                print_summary(ctx.console, await summarize(cfg, engine, store, pairs, started), cfg.universe.quote,
+                              f"replay of {args.replay} (paper)")
+                ctx.console.print(f"  state kept in {path}: `pitrader status --db replay"
+                                  + (f" --state-dir {ctx.state_dir}" if str(ctx.state_dir) != "var" else "") + "`")
+    finally:
+        lock.release()
     return 0
 
 

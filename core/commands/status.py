@@ -7,14 +7,14 @@ picks the request up at its next cycle (or at its next start).
 from __future__ import annotations
 
 import json
-import sqlite3
+import sys
 import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from core.commands._summary import LAST_PRICES_KEY
 
 NAME = "status"
 STATS_WINDOW_MS = 90 * 86_400_000  # the equity curve behind status's statistics: last 90 days
@@ -23,13 +23,15 @@ HELP = "show equity, open positions, today's PnL, halts and the last scan (--res
 
 def configure(p) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--db", metavar="NAME|FILE",
+                   help="read another state database: paper, live, replay (what `run --replay` writes, in the "
+                        "state directory) or a file path; default: the configured mode's")
     p.add_argument("--resume", action="store_true",
                    help="lift the drawdown halt (the running service applies it at its next cycle)")
 
 
-def _state(conn: sqlite3.Connection, key: str) -> Any:
-    row = conn.execute("SELECT value FROM bot_state WHERE key=?", (key,)).fetchone()
-    return None if row is None else json.loads(row[0])
+def _state(db, key: str) -> Any:
+    return db.state(key)
 
 
 def _num(v: Any) -> float | None:
@@ -44,29 +46,29 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
     """The status document (the `--json` output) from the state DB at ``path``."""
     from core.trading.risk import STATE_KEY, utc_day
     from core.trading.stats import trade_stats
-    from core.store.state import POSITION_COLUMNS, position_from_row
+    from core.store.readonly import StateReader
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     doc: dict[str, Any] = {"mode": mode, "equity": None, "open_positions": [], "day_pnl": None, "halts": [],
                            "last_scan": None, "health": None}
     if not path.exists():
         return doc
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = StateReader(path)  # read-only; an unusable file raises StateDatabaseError (exit 74)
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        if conn.execute("SELECT name FROM sqlite_master WHERE name='bot_state'").fetchone() is None:
+        if not conn.has_state():
             return doc
         risk = _state(conn, STATE_KEY) or {}
-        snap = conn.execute("SELECT ts_ms, equity FROM equity ORDER BY ts_ms DESC LIMIT 1").fetchone()
+        snap = conn.last_equity()
         equity = risk.get("last_equity") or (snap[1] if snap else None)
         doc["equity"] = _num(equity)
-        rows = conn.execute(f"SELECT {POSITION_COLUMNS} FROM positions ORDER BY id").fetchall()
-        positions = [position_from_row(tuple(r)) for r in rows]
+        positions = conn.positions()
+        marks = _state(conn, LAST_PRICES_KEY) or {}
+        prices, marked_ms = marks.get("prices") or {}, marks.get("ts_ms")
         doc["open_positions"] = [
             {"id": p.id, "symbol": p.symbol, "strategy": p.strategy, "status": p.status, "amount": float(p.amount),
              "entry_price": float(p.entry_price), "stop": float(p.stop), "target": float(p.target),
              "highest": float(p.highest), "opened_ms": p.opened_ms, "score": p.score,
-             "entry_fees": float(p.entry_fees)}
+             "entry_fees": float(p.entry_fees), **_unrealised(p, prices.get(p.symbol), marked_ms)}
             for p in positions if p.status != "closed"]
         today = utc_day(now_ms)
         if risk.get("day") == today and equity is not None and risk.get("day_start_equity") is not None:
@@ -82,8 +84,7 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
         closed = [p for p in positions if p.status == "closed"]
         if closed:
             since = now_ms - STATS_WINDOW_MS  # months of minute snapshots would be slow on a Pi
-            curve = [(ts, Decimal(e)) for ts, e in conn.execute(
-                "SELECT ts_ms, equity FROM equity WHERE ts_ms >= ? ORDER BY ts_ms", (since,))]
+            curve = conn.equity_since(since)
             start = curve[0][1] if curve else Decimal(0)
             doc["_stats"] = trade_stats(closed, curve, start)
     finally:
@@ -91,54 +92,80 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
     return doc
 
 
+def _unrealised(p, last: float | None, ts_ms: int | None) -> dict[str, Any]:
+    """Last price the engine marked (no network here), and the position's PnL at it: value minus
+    what it cost including the entry fee; the % is of that cost."""
+    if last is None or p.amount <= 0:
+        return {"last_price": None, "last_price_ms": None, "unrealised_pnl": None, "unrealised_pct": None}
+    cost = p.amount * p.entry_price + p.entry_fees
+    pnl = p.amount * Decimal(str(last)) - cost
+    return {"last_price": float(last), "last_price_ms": ts_ms, "unrealised_pnl": float(pnl),
+            "unrealised_pct": float(pnl / cost) if cost > 0 else None}
+
+
 def _request_resume(path: Path, console) -> int:
+    from core.store.readonly import read_state, write_state
     from core.trading.risk import DRAWDOWN, RESUME_KEY, STATE_KEY
 
     if not path.exists():
         console.print(f"[yellow]no state database at {path}: nothing to resume[/]")
         return 0
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        risk = _state(conn, STATE_KEY) or {}
-        if DRAWDOWN not in (risk.get("halts") or {}):
-            console.print("no drawdown halt is in force: nothing to resume")
-            return 0
-        conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
-                     (RESUME_KEY, json.dumps({"requested_ms": int(time.time() * 1000), "by": "pitrader status"})))
-    finally:
-        conn.close()
+    risk = read_state(path, STATE_KEY) or {}
+    if DRAWDOWN not in (risk.get("halts") or {}):
+        console.print("no drawdown halt is in force: nothing to resume")
+        return 0
+    write_state(path, RESUME_KEY, {"requested_ms": int(time.time() * 1000), "by": "pitrader status"})
     console.print("[green]resume requested[/]: the service lifts the drawdown halt at its next cycle "
                   "(or when it next starts); the drawdown then counts from the equity at that moment")
     return 0
 
 
-def render(console, doc: dict[str, Any]) -> None:
-    eq = doc["equity"]
-    day = doc["day_pnl"]
+def _signed(x: float | None, places: int = 2) -> str:
+    return "-" if x is None else f"{x:+,.{places}f}"
+
+
+def render(console, doc: dict[str, Any], quote: str = "") -> None:
+    """What a person asks: how am I doing (equity, today, each position at its last price), then
+    what the bot is doing (halts, last scan, health in one line). The raw records are in --json."""
+    from core.service.tables import fit_table, num
+
+    eq, day = doc["equity"], doc["day_pnl"]
     colour = "green" if (day or 0) >= 0 else "red"
-    console.print(f"mode [bold]{doc['mode']}[/]  equity [bold]{'-' if eq is None else f'{eq:,.2f}'}[/]  "
-                  f"today [{colour}]{'-' if day is None else f'{day:+,.2f}'}[/]")
+    unit = f" {quote}" if quote else ""
+    opens = doc["open_positions"]
+    unreal = [p["unrealised_pnl"] for p in opens if p.get("unrealised_pnl") is not None]
+    line = (f"mode [bold]{doc['mode']}[/]  equity [bold]{'-' if eq is None else f'{eq:,.2f}'}[/]{unit}  "
+            f"today [{colour}]{_signed(day)}[/]")
+    if unreal:
+        line += f"  open positions {_signed(sum(unreal))}{unit} unrealised"
+    console.print(line)
     for h in doc["halts"]:
         until = f" (until {_utc(h['until_ms'])})" if h.get("until_ms") else ""
         console.print(f"[bold red]HALT[/] {h['halt']}{until}: {h['reason']}")
-    if doc["open_positions"]:
-        t = Table(title=f"{len(doc['open_positions'])} open positions", title_justify="left")
-        for col in ("symbol", "strategy", "amount", "entry", "stop", "target", "opened"):
-            t.add_column(col, no_wrap=col in ("symbol", "opened"),
-                         justify="left" if col in ("symbol", "strategy", "opened") else "right")
-        for p in doc["open_positions"]:
+    if opens:
+        right = {"justify": "right"}
+        cols = [("symbol", {}), ("strategy", {}), ("amount", right), ("entry", right), ("last", right),
+                ("PnL", right), ("PnL %", right), ("stop", right), ("target", right), ("opened", {})]
+        rows = []
+        for p in opens:
             state = "entering" if p["amount"] <= 0 else p["status"]
-            t.add_row(p["symbol"] + ("" if state == "open" else f" ({state})"), p["strategy"],
-                      f"{p['amount']:.6g}", f"{p['entry_price']:.6g}", f"{p['stop']:.6g}", f"{p['target']:.6g}",
-                      _utc(p["opened_ms"], "%m-%d %H:%M"))
-        console.print(t)
+            has = p.get("last_price") is not None
+            pnl_style = "green" if (p.get("unrealised_pnl") or 0) >= 0 else "red"
+            rows.append([p["symbol"] + ("" if state == "open" else f" ({state})"), p["strategy"], num(p["amount"]),
+                         num(p["entry_price"]), num(p["last_price"]) if has else "no price yet",
+                         f"[{pnl_style}]{_signed(p['unrealised_pnl'])}[/]" if has else "-",
+                         f"{p['unrealised_pct'] * 100:+.2f}%" if has and p["unrealised_pct"] is not None else "-",
+                         num(p["stop"]), num(p["target"]), _utc(p["opened_ms"], "%m-%d %H:%M")])
+        marked = next((p["last_price_ms"] for p in opens if p.get("last_price_ms")), None)
+        title = f"{len(opens)} open positions" + (f" (prices as of {_utc(marked)})" if marked else "")
+        console.print(fit_table(console, cols, rows, drop=("opened", "amount", "strategy", "target", "PnL %"),
+                                title=title))
     else:
         console.print("no open positions")
     st = doc.get("_stats")
     if st is not None:
         pf = "-" if st.profit_factor is None else f"{st.profit_factor:.2f}"
-        console.print(f"{st.trades} trades, win rate {st.win_rate:.0%}, PnL {float(st.pnl):+,.2f}, fees "
+        console.print(f"closed: {st.trades} trades, win rate {st.win_rate:.0%}, PnL {float(st.pnl):+,.2f}, fees "
                       f"{float(st.fees):,.2f}, profit factor {pf}, max drawdown {st.max_drawdown:.1%}")
     scan = doc["last_scan"]
     if scan:
@@ -146,27 +173,42 @@ def render(console, doc: dict[str, Any]) -> None:
                          for o in (scan.get("opportunities") or [])[:5]) or "none"
         console.print(f"last scan {_utc(scan.get('ts_ms'), '%Y-%m-%d %H:%M:%S UTC')}: "
                       f"{scan.get('pairs_scanned')} pairs, {scan.get('pairs_skipped')} skipped, "
-                      f"{scan.get('duration_s')} s; top: {tops}")
+                      f"{scan.get('duration_s')} s; top: {tops}", highlight=False)
     else:
         console.print("no scan recorded yet")
-    if doc.get("health"):
-        console.print("health: " + ", ".join(f"{k} {v}" for k, v in doc["health"].items()
-                                              if not isinstance(v, (dict, list))))
+    health = doc.get("health") or {}
+    if health:
+        summary = str(health.get("summary") or "ok")
+        console.print(summary if summary.startswith("health") else f"health: {summary}", highlight=False)
+
+
+def resolve_db(state_dir: Path, mode: str, db: str | None) -> tuple[Path, str]:
+    """(database path, the mode shown): ``--db`` paper/live/replay name a file in the state directory."""
+    from core.store.state import db_path
+
+    if not db:
+        return db_path(state_dir, mode), mode
+    if db in ("paper", "live"):
+        return db_path(state_dir, db), db
+    if db == "replay":
+        return state_dir / "replay.db", "paper (replay)"
+    return Path(db), mode
 
 
 def run(args, ctx) -> int:
-    from core.store.state import db_path
-
-    cfg = ctx.config()
-    path = db_path(ctx.state_dir, cfg.mode)
+    cfg = ctx.config_or_defaults() if args.db else ctx.config()
+    path, mode = resolve_db(ctx.state_dir, cfg.mode, args.db)
     if args.resume:
         return _request_resume(path, ctx.console)
-    doc = collect(path, cfg.mode)
+    if args.db and not path.exists():
+        print(f"pitrader status: --db {args.db}: no state database at {path}", file=sys.stderr)
+        return 66  # EX_NOINPUT
+    doc = collect(path, mode)
     if args.json:
         doc.pop("_stats", None)
         print(json.dumps(doc))
         return 0
     if not path.exists():
         ctx.console.print(f"[yellow]no state yet at {path}[/]: the bot has not run in {cfg.mode} mode here")
-    render(ctx.console, doc)
+    render(ctx.console, doc, cfg.universe.quote)
     return 0

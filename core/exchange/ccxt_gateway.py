@@ -2,46 +2,40 @@
 
 One ccxt client (one HTTP session) per gateway. ccxt's own rate limiter is off: it serialises
 requests (126 candle requests take ~2.7 s instead of ~0.6 s at 80 ms RTT); ``core.exchange.ratelimit``
-keeps us inside a request-weight budget instead, with bounded concurrency, timeouts, retries
-and per-family circuit breakers.
+keeps us inside a request-weight budget instead, with bounded concurrency, timeouts, hedged
+reads, retries and per-family circuit breakers.
 
-Nothing ccxt returns is trusted: a 200 with a truncated body can come back as rows of
-``None`` or an order without an id. Every reply is checked and converted to ``core.models``
-here; anything odd becomes a ``TemporaryError`` (retried, then the pair is skipped), never a
-half-valid object. Error messages are built by us and never carry keys, signatures or
-query strings.
+This module is the transport: building the client, per-request reply metadata (status,
+Retry-After, Date, used weight), clock re-sync, and one method per protocol call. Replies are
+converted and validated in ``core.exchange.ccxt_convert``; ccxt exceptions become gateway errors
+in ``core.exchange.ccxt_errors`` (messages never carry keys, signatures or query strings).
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import math
-import re
 import time
-from dataclasses import replace
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from core.exchange.ccxt_lean import async_support
+from core.exchange.ccxt_client import build_exchange, ccxt_async, cx  # noqa: F401 - first: loads ccxt lean
 
-ccxt_async = async_support()  # before the imports below: they would load all ~100 exchanges
-from ccxt.base import errors as cx  # noqa: E402
-from ccxt.base.decimal_to_precision import DECIMAL_PLACES, TICK_SIZE  # noqa: E402
-
-from core.clock import Clock
-from core.config import Config, ConfigError
-from core.secrets import Secrets
-from core.exchange.gateway import AuthenticationFailed, GatewayError, OrderRejected, RateLimited, TemporaryError
-from core.timeframes import timeframe_ms
-from core.models import Fill, Market, Order, OrderBook, OrderStatus, Ticker
-from core.exchange.ratelimit import (ACCOUNT, BINANCE_SPOT_WEIGHT_LIMIT, MARKET, ORDERS, Backoff, CircuitOpen,
-                            RequestGuard, WeightBudget, binance_weight)
+from core.clock import Clock  # noqa: E402
+from core.config import Config  # noqa: E402
+from core.exchange.ccxt_convert import (exact_decimal, finite_float, header, to_fill, to_market,  # noqa: E402
+                                        to_ohlcv, to_order, to_order_book, to_ticker, weight_limit)
+from core.exchange.ccxt_errors import MalformedReply, OrderNotFound, clean_message, translate  # noqa: E402
+from core.exchange.gateway import AuthenticationFailed, GatewayError, OrderRejected, RateLimited, TemporaryError  # noqa: E402
+from core.exchange.ratelimit import (ACCOUNT, BINANCE_SPOT_WEIGHT_LIMIT, MARKET, ORDERS, Backoff,  # noqa: E402
+                                     CircuitOpen, RequestGuard, WeightBudget, binance_weight)
+from core.models import Fill, Market, Order, OrderBook, Ticker  # noqa: E402
+from core.secrets import Secrets  # noqa: E402
+from core.timeframes import timeframe_ms  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -49,289 +43,11 @@ log = logging.getLogger(__name__)
 # one shared attribute, useless with concurrent requests).
 _REPLY: contextvars.ContextVar[dict | None] = contextvars.ContextVar("pitrader_reply", default=None)
 
-_BINANCE_ERROR = re.compile(r'"code"\s*:\s*(-?\d+)\s*,\s*"msg"\s*:\s*"([^"]{0,160})')
-_RATE_LIMITS = re.compile(r'"rateLimits"\s*:\s*(\[[^\]]*\])')
-_STATUS = {  # Binance order status (info.status) first, ccxt's unified status as the fallback
-    "NEW": OrderStatus.SUBMITTED, "PENDING_NEW": OrderStatus.SUBMITTED,
-    "PARTIALLY_FILLED": OrderStatus.PARTIALLY_FILLED, "FILLED": OrderStatus.FILLED,
-    "CANCELED": OrderStatus.CANCELLED, "PENDING_CANCEL": OrderStatus.SUBMITTED,
-    "REJECTED": OrderStatus.REJECTED, "EXPIRED": OrderStatus.EXPIRED, "EXPIRED_IN_MATCH": OrderStatus.EXPIRED,
-    "open": OrderStatus.SUBMITTED, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
-    "cancelled": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED, "expired": OrderStatus.EXPIRED,
-}
-
-
-class OrderNotFound(GatewayError):
-    """The exchange does not know the order (by our client id)."""
-
-
-class _Malformed(TemporaryError):
-    pass
-
-
-# --- construction -------------------------------------------------------------------------------
-
-def _rewrite_urls(api: Any, base: str) -> Any:
-    """Point every REST endpoint at ``base`` (scheme + host [+ prefix]), keeping each path."""
-    if isinstance(api, str):
-        return base.rstrip("/") + urlsplit(api).path
-    if isinstance(api, dict):
-        return {k: _rewrite_urls(v, base) for k, v in api.items()}
-    return api
-
-
-def build_exchange(cfg: Config, secrets: Secrets):
-    """The configured ccxt client: own rate limiting, spot markets only, api_url / sandbox applied."""
-    x = cfg.exchange
-    klass = getattr(ccxt_async, x.id, None)
-    if not isinstance(klass, type) or x.id not in ccxt_async.exchanges:
-        raise ConfigError(cfg.source, "exchange.id", f"expected a ccxt exchange id such as \"binance\", got {x.id!r}")
-    options: dict[str, Any] = {
-        # Binance with keys: load_markets would also call signed sapi endpoints (coin config, margin
-        # pairs), costing weight and failing on keys without those permissions; spot needs neither.
-        "fetchCurrencies": False,
-        "fetchMargins": False,
-        "warnOnFetchOpenOrdersWithoutSymbol": False,
-    }
-    if x.id == "binance" or x.api_url:
-        options["fetchMarkets"] = {"types": ["spot"]}  # exchangeInfo only: no futures/options listings
-    params: dict[str, Any] = {"enableRateLimit": False, "timeout": int(x.timeout_s * 1000), "options": options}
-    if secrets.has_keys:
-        params["apiKey"], params["secret"] = secrets.api_key, secrets.api_secret
-    ex = klass(params)
-    ex.enableLastHttpResponse = False  # would keep the last body (MBs of exchangeInfo) alive
-    ex.enableLastResponseHeaders = False
-    ex.enableLastJsonResponse = False  # likewise the last parsed reply (markets: ~MBs)
-    if x.testnet or secrets.testnet:
-        try:
-            ex.set_sandbox_mode(True)
-        except cx.NotSupported:
-            raise ConfigError(cfg.source, "exchange.testnet", f"expected false: ccxt has no sandbox for {x.id}") from None
-    if x.api_url:
-        ex.urls["api"] = _rewrite_urls(ex.urls["api"], x.api_url)
-    return ex
-
-
-# --- conversions (ccxt structures -> core.models), each one validating ---------------------------
-
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _dec(v: Any) -> Decimal | None:
-    """An exact Decimal from what ccxt gives (str, int or float); floats via their shortest repr,
-    which is the decimal string the exchange sent (``0.00001`` not ``1.0000000000000001E-5``)."""
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        d = Decimal(repr(v)) if isinstance(v, float) else Decimal(str(v))
-    except (InvalidOperation, ValueError):
-        return None
-    if not d.is_finite():
-        return None
-    d = d.normalize()
-    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
-
-
-def _positive(v: Any) -> Decimal | None:
-    d = _dec(v)
-    return d if d is not None and d > 0 else None
-
-
-def _step(value: Any, mode: int) -> Decimal | None:
-    """ccxt precision -> a step: TICK_SIZE modes give the step, DECIMAL_PLACES a digit count."""
-    if value is None:
-        return None
-    if mode == TICK_SIZE:
-        return _positive(value)
-    if mode == DECIMAL_PLACES:
-        try:
-            return Decimal(1).scaleb(-int(value))
-        except (TypeError, ValueError):
-            return None
-    return None  # significant digits: no fixed step
-
-
-def to_market(m: Any, precision_mode: int) -> Market | None:
-    """A ccxt market -> Market, or None when it is not a usable spot market."""
-    if not isinstance(m, dict):
-        return None
-    symbol, base, quote = m.get("symbol"), m.get("base"), m.get("quote")
-    if not all(isinstance(s, str) and s for s in (symbol, base, quote)) or m.get("spot") is False:
-        return None
-    prec = m.get("precision") or {}
-    lim = m.get("limits") or {}
-
-    def limit(kind: str, side: str) -> Decimal | None:
-        return _positive((lim.get(kind) or {}).get(side))
-
-    return Market(symbol=symbol, base=base, quote=quote, active=m.get("active") is not False,
-                  amount_step=_step(prec.get("amount"), precision_mode),
-                  price_tick=_step(prec.get("price"), precision_mode),
-                  min_amount=limit("amount", "min"), min_cost=limit("cost", "min"),
-                  max_amount=limit("amount", "max"))
-
-
-def to_ticker(t: Any, now_ms: int) -> Ticker | None:
-    """A ccxt ticker -> Ticker; None when it has no usable last price (skipped, not guessed)."""
-    if not isinstance(t, dict) or not isinstance(t.get("symbol"), str):
-        return None
-    last = _num(t.get("last"))
-    if last is None:
-        last = _num(t.get("close"))
-    if last is None or last <= 0:
-        return None
-    bid, ask = _num(t.get("bid")), _num(t.get("ask"))
-    if bid is not None and bid <= 0:
-        bid = None
-    if ask is not None and ask <= 0:
-        ask = None
-    if bid is not None and ask is not None and bid > ask:  # a crossed quote is not a real market
-        bid = ask = None
-    qv = _num(t.get("quoteVolume"))
-    ts = _num(t.get("timestamp"))
-    return Ticker(symbol=t["symbol"], ts_ms=int(ts) if ts and ts > 0 else now_ms, last=last, bid=bid, ask=ask,
-                  high=_num(t.get("high")), low=_num(t.get("low")),
-                  quote_volume=qv if qv is not None and qv >= 0 else None)
-
-
-def to_ohlcv(rows: Any, tf_ms: int, server_now_ms: int, what: str) -> np.ndarray:
-    """ccxt OHLCV rows -> float64 (n, 6), closed candles only; raises on anything odd."""
-    if not isinstance(rows, list):
-        raise _Malformed(f"{what}: malformed reply (expected a list of candles)")
-    if not rows:
-        return np.empty((0, 6))
-    try:
-        arr = np.array(rows, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _Malformed(f"{what}: malformed reply (non-numeric candle fields)") from None
-    if arr.ndim != 2 or arr.shape[1] < 6:
-        raise _Malformed(f"{what}: malformed reply (candles of shape {arr.shape})")
-    arr = arr[:, :6]
-    ts, o, h, lo, c, v = arr.T
-    problem = None
-    if not np.isfinite(arr).all():
-        problem = "missing or non-finite fields"
-    elif len(ts) > 1 and not (np.diff(ts) > 0).all():
-        problem = "timestamps not strictly ascending"
-    elif tf_ms <= 14_400_000 and (ts % tf_ms != 0).any():
-        problem = "timestamps not aligned to the timeframe"
-    elif ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0)).any() or (v < 0).any():
-        problem = "non-positive prices or negative volume"
-    elif ((h < np.maximum(o, c)) | (lo > np.minimum(o, c))).any():
-        problem = "high/low outside open/close"
-    if problem:
-        raise _Malformed(f"{what}: malformed candles ({problem})")
-    return np.ascontiguousarray(arr[ts + tf_ms <= server_now_ms])
-
-
-def to_order_book(raw: Any, symbol: str, now_ms: int) -> OrderBook:
-    if not isinstance(raw, dict):
-        raise _Malformed(f"order book {symbol}: malformed reply")
-
-    def side(levels: Any, descending: bool) -> tuple[tuple[float, float], ...]:
-        if not isinstance(levels, list):
-            raise _Malformed(f"order book {symbol}: malformed levels")
-        out = []
-        for lvl in levels:
-            p = _num(lvl[0]) if isinstance(lvl, (list, tuple)) and len(lvl) >= 2 else None
-            a = _num(lvl[1]) if p is not None else None
-            if p is None or a is None or p <= 0 or a <= 0:
-                raise _Malformed(f"order book {symbol}: malformed level {str(lvl)[:40]}")
-            out.append((p, a))
-        prices = [p for p, _ in out]
-        if any((x <= y) if descending else (x >= y) for x, y in zip(prices, prices[1:])):
-            raise _Malformed(f"order book {symbol}: levels out of order")
-        return tuple(out)
-
-    bids, asks = side(raw.get("bids"), True), side(raw.get("asks"), False)
-    if bids and asks and bids[0][0] >= asks[0][0]:
-        raise _Malformed(f"order book {symbol}: crossed (best bid {bids[0][0]} >= best ask {asks[0][0]})")
-    ts = _num(raw.get("timestamp"))
-    return OrderBook(symbol, int(ts) if ts and ts > 0 else now_ms, bids, asks)
-
-
-def _status(raw: dict) -> OrderStatus | None:
-    info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
-    return _STATUS.get(str(info.get("status"))) or _STATUS.get(str(raw.get("status")))
-
-
-def to_order(raw: Any, template: Order | None, now_ms: int) -> Order:
-    """A ccxt order -> Order. ``template`` is our order (create/cancel/fetch); None for an order we
-    only learn about from the exchange (open orders), whose intent we cannot know."""
-    if not isinstance(raw, dict):
-        raise _Malformed("order: malformed reply")
-    exid = raw.get("id")
-    info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
-    cid = info.get("origClientOrderId") or raw.get("clientOrderId")  # a cancel reply names the cancel's own id
-    if exid in (None, ""):
-        raise _Malformed("order: reply without an exchange order id")
-    if template is not None and cid not in (None, "") and cid != template.client_id:
-        raise _Malformed(f"order {template.client_id}: reply is for another order ({str(cid)[:40]})")
-    status = _status(raw)
-    if status is None:
-        raise _Malformed(f"order {cid or exid}: unknown status {str(raw.get('status'))[:20]}")
-    filled = _dec(raw.get("filled"))
-    filled = Decimal(0) if filled is None else filled
-    average = _positive(raw.get("average"))
-    ts = _num(raw.get("lastUpdateTimestamp")) or _num(raw.get("timestamp")) or now_ms
-    if template is None:
-        symbol, side, otype = raw.get("symbol"), raw.get("side"), raw.get("type")
-        amount, price = _positive(raw.get("amount")), _positive(raw.get("price"))
-        if not (isinstance(symbol, str) and side in ("buy", "sell") and isinstance(otype, str) and amount
-                and isinstance(cid, str) and cid):
-            raise _Malformed(f"order {exid}: incomplete reply")
-        base = Order(client_id=cid, symbol=symbol, side=side, type=otype.lower(), amount=amount,
-                     price=price, intent="unknown", created_ms=int(_num(raw.get("timestamp")) or now_ms))
-    else:
-        base = template
-        if raw.get("symbol") not in (None, template.symbol):
-            raise _Malformed(f"order {template.client_id}: reply is for {str(raw.get('symbol'))[:20]}")
-    if filled < 0 or filled > base.amount:
-        raise _Malformed(f"order {base.client_id}: filled {filled} outside 0..{base.amount}")
-    if status == OrderStatus.SUBMITTED and filled > 0:
-        status = OrderStatus.PARTIALLY_FILLED
-    if status == OrderStatus.FILLED and filled == 0:
-        raise _Malformed(f"order {base.client_id}: reported filled with nothing executed")
-    return replace(base, exchange_id=str(exid), status=status, filled=filled,
-                   average=average if filled > 0 else None, updated_ms=int(ts))
-
-
-def to_fill(t: Any) -> Fill:
-    if not isinstance(t, dict):
-        raise _Malformed("trade: malformed reply")
-    tid, symbol, side = t.get("id"), t.get("symbol"), t.get("side")
-    amount, price, ts = _positive(t.get("amount")), _positive(t.get("price")), _num(t.get("timestamp"))
-    if tid in (None, "") or not isinstance(symbol, str) or side not in ("buy", "sell") or not amount or not price \
-            or not ts:
-        raise _Malformed(f"trade {str(tid)[:20]}: incomplete reply")
-    fee = t.get("fee") if isinstance(t.get("fee"), dict) else {}
-    cost = _dec(fee.get("cost"))
-    currency = fee.get("currency") if isinstance(fee.get("currency"), str) and fee.get("currency") else None
-    if cost is not None and cost > 0 and currency is None:
-        # the ledger cannot value a fee of unknown asset; fetched again on the next poll
-        raise _Malformed(f"trade {str(tid)[:20]}: fee {cost} without its asset")
-    order = t.get("order")
-    return Fill(trade_id=str(tid), ts_ms=int(ts), symbol=symbol, side=side, quantity=amount, price=price,
-                fee=cost if cost is not None and cost >= 0 else Decimal(0), fee_asset=currency,
-                order_id=str(order) if order not in (None, "") else None)
-
-
-def _header(headers: Any, name: str) -> str | None:
-    if not isinstance(headers, dict):
-        return None
-    name = name.lower()
-    for k, v in headers.items():
-        if isinstance(k, str) and k.lower() == name:
-            return str(v)
-    return None
-
+HEDGE_MIN_S = 0.5  # never hedge a read sooner: a duplicate costs weight
+# Keys that once worked and are then refused on every signed request, at least KEY_REFUSALS times
+# over KEY_REFUSED_S: revoked, IP whitelist changed (a short block of a valid key passes sooner).
+KEY_REFUSALS = 3
+KEY_REFUSED_S = 300
 
 # --- the gateway ------------------------------------------------------------------------------
 
@@ -361,8 +77,10 @@ class CcxtGateway:
         self.budget = guard.budget if guard else WeightBudget(BINANCE_SPOT_WEIGHT_LIMIT, x.weight_budget_pct,
                                                               max_pause_wait_s=x.timeout_s)
         # ccxt's aiohttp timeout fires first; wait_for is the backstop for anything that hangs around it
+        # reads without a reply after a few median latencies get a twin (at most a quarter of the timeout)
         self.guard = guard or RequestGuard(self.budget, concurrency=x.max_concurrency, timeout_s=x.timeout_s + 2,
-                                           retries=2, backoff=Backoff())
+                                           retries=2, backoff=Backoff(), hedge_min_s=HEDGE_MIN_S,
+                                           hedge_max_s=x.timeout_s / 4)
         self.exchange.on_rest_response = self._on_rest_response
         self.exchange.parse_json = self._guard_json(self.exchange.parse_json)
         self._raw_klines = getattr(self.exchange, "id", None) == "binance" and hasattr(self.exchange, "publicGetKlines")
@@ -373,6 +91,12 @@ class CcxtGateway:
         self._resynced_at = -math.inf
         self.last_used_weight: int | None = None  # X-MBX-USED-WEIGHT-1M of the latest reply
         self.time_offset_ms: int | None = None  # server - local, from the last time sync
+        self._key_accepted = False  # a signed request has succeeded with these keys
+        self._key_refusals: list[int] = []  # when the signed requests refused in a row were (clock ms)
+        # Set when the exchange refuses the keys before they ever worked, or again and again
+        # after (KEY_REFUSALS, KEY_REFUSED_S): a configuration error the engine stops on (exit 78),
+        # not an outage to retry forever.
+        self.credentials_refused: AuthenticationFailed | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -380,19 +104,19 @@ class CcxtGateway:
         meta = _REPLY.get()
         if meta is not None:
             meta["status"] = code
-            retry_after = _header(headers, "Retry-After")
+            retry_after = header(headers, "Retry-After")
             if retry_after is not None:
                 try:
                     meta["retry_after"] = max(0.0, float(retry_after))
                 except ValueError:
                     pass
-            date = _header(headers, "Date")
+            date = header(headers, "Date")
             if date:
                 try:
                     meta["server_ms"] = int(parsedate_to_datetime(date).timestamp() * 1000)
                 except (TypeError, ValueError, IndexError):
                     pass
-        used = _header(headers, "X-MBX-USED-WEIGHT-1M")
+        used = header(headers, "X-MBX-USED-WEIGHT-1M")
         if used is not None and used.strip().isdigit():
             self.last_used_weight = int(used)
             self.budget.observe(int(used))
@@ -410,66 +134,24 @@ class CcxtGateway:
             if parsed is None and http_response:
                 meta = _REPLY.get()
                 if meta is not None and 200 <= (meta.get("status") or 0) < 300:
-                    raise _Malformed(f"{meta.get('what', 'request')}: malformed reply (invalid JSON from the "
+                    raise MalformedReply(f"{meta.get('what', 'request')}: malformed reply (invalid JSON from the "
                                      "exchange)")
             return parsed
 
         return parse_json
 
     def _learn_limit(self, body: str) -> None:
-        m = _RATE_LIMITS.search(body[:20_000])
-        if not m:
-            return
-        try:
-            for rl in json.loads(m.group(1)):
-                if rl.get("rateLimitType") == "REQUEST_WEIGHT" and rl.get("interval") == "MINUTE" \
-                        and rl.get("intervalNum") == 1 and int(rl.get("limit", 0)) > 0:
-                    self.budget.set_limit(int(rl["limit"]))
-        except (ValueError, TypeError, AttributeError):
-            pass
+        limit = weight_limit(body)
+        if limit is not None:
+            self.budget.set_limit(limit)
 
     def _clean(self, text: str) -> str:
-        """An exchange/ccxt message made safe to log: no query strings, no secrets, short."""
-        m = _BINANCE_ERROR.search(text)
-        if m:
-            text = f"code {m.group(1)}: {m.group(2)}"
-        else:
-            text = re.sub(r"\?\S*", "", text)
-        for s in self._secrets:
-            text = text.replace(s, "***")
-        return text[:200]
+        """An exchange/ccxt message made safe to log (see ``ccxt_errors.clean_message``)."""
+        return clean_message(text, self._secrets)
 
     def _translate(self, exc: BaseException, meta: dict, what: str, rejects: bool) -> GatewayError:
-        status = meta.get("status")
-        if isinstance(exc, (cx.DDoSProtection, cx.RateLimitExceeded)) or status in (418, 429):
-            banned = status == 418
-            retry = meta.get("retry_after", 120.0 if banned else 10.0)
-            why = "the exchange banned this IP for too many requests (HTTP 418)" if banned else \
-                f"the exchange says too many requests (HTTP {status or 429})"
-            return RateLimited(f"{what}: {why}; retry after {retry:.0f} s", retry, banned)
-        if isinstance(exc, cx.AuthenticationError):
-            return AuthenticationFailed(
-                f"{what}: the exchange refused the API key or signature ({self._clean(str(exc))}); check "
-                "BINANCE_API_KEY / BINANCE_API_SECRET, the key's IP whitelist and permissions")
-        if isinstance(status, int) and status >= 500:
-            return TemporaryError(f"{what}: exchange error (HTTP {status})")
-        if isinstance(exc, cx.InvalidNonce):
-            return TemporaryError(f"{what}: the exchange rejected our timestamp even after re-syncing the clock "
-                                  f"({self._clean(str(exc))}); check the system clock (timedatectl)")
-        if isinstance(exc, cx.OrderNotFound):
-            return OrderNotFound(f"{what}: unknown order")
-        if isinstance(exc, (cx.InsufficientFunds, cx.InvalidOrder)):
-            return OrderRejected(f"{what}: rejected by the exchange ({self._clean(str(exc))})")
-        if isinstance(exc, cx.RequestTimeout):
-            return TemporaryError(f"{what}: timed out")
-        if isinstance(exc, (cx.NetworkError, cx.OperationFailed)):
-            return TemporaryError(f"{what}: exchange unreachable or failing ({type(exc).__name__})")
-        if isinstance(exc, cx.BaseError):
-            msg = f"{what}: refused by the exchange ({self._clean(str(exc))})"
-            return OrderRejected(msg) if rejects else GatewayError(msg)
-        if isinstance(exc, (TypeError, KeyError, ValueError, AttributeError, IndexError, ArithmeticError)):
-            return _Malformed(f"{what}: malformed reply ({type(exc).__name__})")
-        raise exc
+        return translate(exc, what, status=meta.get("status"), retry_after=meta.get("retry_after"),
+                         rejects=rejects, secrets=self._secrets)
 
     async def _resync_clock(self) -> None:
         """-1021: our timestamp is outside recvWindow. Measure the offset, let ccxt apply it."""
@@ -491,8 +173,9 @@ class CcxtGateway:
                         "exchange's time from now on)", self.time_offset_ms)
 
     async def _call(self, family: str, weight: int, what: str, fn: Callable[[dict], Awaitable[Any]], *,
-                    retries: int | None = None, rejects: bool = False) -> Any:
-        """One request through the guard; ``fn(meta)`` does the ccxt call and the conversion."""
+                    retries: int | None = None, rejects: bool = False, hedge: bool = True) -> Any:
+        """One request through the guard; ``fn(meta)`` does the ccxt call and the conversion.
+        ``hedge=False`` for what must not be sent twice (order placement, cancels) or is too big."""
 
         async def attempt() -> Any:
             meta: dict = {"what": what}
@@ -515,7 +198,19 @@ class CcxtGateway:
             finally:
                 _REPLY.reset(token)
 
-        return await self.guard.run(family, weight, attempt, what=what, retries=retries)
+        try:
+            result = await self.guard.run(family, weight, attempt, what=what, retries=retries, hedge=hedge)
+        except AuthenticationFailed as exc:
+            refused = self._key_refusals
+            refused.append(self.clock.now_ms())
+            if not self._key_accepted or (len(refused) >= KEY_REFUSALS
+                                          and refused[-1] - refused[0] >= KEY_REFUSED_S * 1000):
+                self.credentials_refused = exc
+            raise
+        if family != MARKET:  # a signed request went through: the keys work
+            self._key_accepted = True
+            self._key_refusals.clear()
+        return result
 
     def _server_now(self, meta: dict) -> int:
         """The exchange's 'now' for this reply: its Date header, else our clock corrected by the
@@ -552,7 +247,7 @@ class CcxtGateway:
             async def fetch(meta: dict) -> dict[str, Market]:
                 raw = await ex.load_markets(reload=bool(self._markets) or reload)
                 if not isinstance(raw, dict):
-                    raise _Malformed("load markets: malformed reply")
+                    raise MalformedReply("load markets: malformed reply")
                 mode = ex.precisionMode
                 out = {}
                 for m in raw.values():
@@ -560,11 +255,12 @@ class CcxtGateway:
                     if mk is not None:
                         out[mk.symbol] = mk
                 if not out:
-                    raise _Malformed("load markets: the exchange listed no spot markets")
+                    raise MalformedReply("load markets: the exchange listed no spot markets")
                 return out
 
             try:
-                markets = await self._call(MARKET, binance_weight("exchangeInfo"), "load markets", fetch)
+                markets = await self._call(MARKET, binance_weight("exchangeInfo"), "load markets", fetch,
+                                           hedge=False)  # MBs to download and parse: never twice
             except GatewayError as exc:
                 if self._markets and not reload:
                     log.warning("markets refresh failed (%s); keeping the markets loaded before", exc)
@@ -589,7 +285,7 @@ class CcxtGateway:
         async def fetch(meta: dict) -> dict[str, Ticker]:
             raw = await self.exchange.fetch_tickers(symbols)
             if not isinstance(raw, dict):
-                raise _Malformed("tickers: malformed reply")
+                raise MalformedReply("tickers: malformed reply")
             now = self.clock.now_ms()
             out = {}
             for t in raw.values():
@@ -597,7 +293,7 @@ class CcxtGateway:
                 if tk is not None and (symbols is None or tk.symbol in symbols):
                     out[tk.symbol] = tk
             if raw and not out:
-                raise _Malformed("tickers: no usable row in the reply")
+                raise MalformedReply("tickers: no usable row in the reply")
             return out
 
         return await self._call(MARKET, weight, "tickers", fetch)
@@ -638,10 +334,10 @@ class CcxtGateway:
         """The exchange's clock (epoch ms); also updates ``time_offset_ms`` (server - local, RTT-centred)."""
         async def fetch(meta: dict) -> int:
             t0 = self.clock.now_ms()
-            server = _num(await self.exchange.fetch_time())
+            server = finite_float(await self.exchange.fetch_time())
             t1 = self.clock.now_ms()
             if server is None or server <= 0:
-                raise _Malformed("server time: malformed reply")
+                raise MalformedReply("server time: malformed reply")
             self.time_offset_ms = int(server - (t0 + t1) / 2)
             return int(server)
 
@@ -657,14 +353,14 @@ class CcxtGateway:
             raw = await self.exchange.fetch_balance()
             free = raw.get("free") if isinstance(raw, dict) else None
             if not isinstance(free, dict):
-                raise _Malformed("balance: malformed reply")
+                raise MalformedReply("balance: malformed reply")
             out = {}
             for asset, v in free.items():
-                d = _dec(v)
+                d = exact_decimal(v)
                 if d is None:
                     continue
                 if d < 0:
-                    raise _Malformed(f"balance: negative free {asset}")
+                    raise MalformedReply(f"balance: negative free {asset}")
                 if d > 0:
                     out[str(asset)] = d
             return out
@@ -706,7 +402,8 @@ class CcxtGateway:
             return to_order(raw, order, self.clock.now_ms())
 
         try:
-            return await self._call(ORDERS, binance_weight("order:POST"), what, send, retries=0, rejects=True)
+            return await self._call(ORDERS, binance_weight("order:POST"), what, send, retries=0, rejects=True,
+                                    hedge=False)
         except (RateLimited, CircuitOpen):
             raise  # refused before it reached the matching engine
         except TemporaryError as exc:
@@ -733,7 +430,7 @@ class CcxtGateway:
             return to_order(raw, order, self.clock.now_ms())
 
         try:
-            return await self._call(ORDERS, binance_weight("order:DELETE"), what, send)
+            return await self._call(ORDERS, binance_weight("order:DELETE"), what, send, hedge=False)
         except OrderNotFound:
             found = await self.fetch_order(order)
             if found is None:
@@ -760,7 +457,7 @@ class CcxtGateway:
         async def fetch(meta: dict) -> list[Order]:
             raw = await self.exchange.fetch_open_orders(symbol)
             if not isinstance(raw, list):
-                raise _Malformed("open orders: malformed reply")
+                raise MalformedReply("open orders: malformed reply")
             now = self.clock.now_ms()
             return [to_order(o, None, now) for o in raw]
 
@@ -778,7 +475,7 @@ class CcxtGateway:
             async def fetch(meta: dict, since=since) -> list[Fill]:
                 raw = await self.exchange.fetch_my_trades(symbol, since, 1000)
                 if not isinstance(raw, list):
-                    raise _Malformed("trades: malformed reply")
+                    raise MalformedReply("trades: malformed reply")
                 return [to_fill(t) for t in raw]
 
             page = await self._call(ORDERS, binance_weight("myTrades"), f"trades {symbol}", fetch)

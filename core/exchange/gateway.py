@@ -23,10 +23,15 @@ class TemporaryError(GatewayError):
 
 
 class RateLimited(TemporaryError):
-    def __init__(self, message: str, retry_after_s: float = 60.0, banned: bool = False) -> None:
+    """The exchange said 429/418 (``local`` False), or we refused to send during its pause (``local``
+    True: nothing reached the exchange, and the pause is already known)."""
+
+    def __init__(self, message: str, retry_after_s: float = 60.0, banned: bool = False, *,
+                 local: bool = False) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.banned = banned
+        self.local = local
 
 
 class OrderRejected(GatewayError):

@@ -7,7 +7,7 @@ keeps going. We never want to get there: every request reserves its weight again
 (``X-MBX-USED-WEIGHT-1M``) corrects our estimate whenever a reply carries it.
 
 Each unit takes its clocks and ``sleep`` as arguments so tests drive them without waiting.
-ccxt-specific error translation lives in ``core/exchange/ccxt_gateway.py``; this module only sees
+ccxt-specific error translation lives in ``core/exchange/ccxt_errors.py``; this module only sees
 ``core.exchange.gateway`` errors.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
+from core.exchange.activity import NETWORK, NetworkWaits
 from core.exchange.gateway import GatewayError, RateLimited, TemporaryError
 
 log = logging.getLogger(__name__)
@@ -137,18 +138,31 @@ class WeightBudget:
             self._server = (minute, used, self._total_sent - self.inflight)
 
     def pause(self, seconds: float, banned: bool = False) -> None:
-        """Stop sending for ``seconds`` (429 Retry-After, or a 418 ban: ``banned``)."""
-        until = self._now() + max(0.0, seconds)
+        """Stop sending for ``seconds`` (429 Retry-After, or a 418 ban: ``banned``).
+
+        Logged once per event: the 429s of requests that were already in flight extend the
+        pause silently, and a ban is announced once, with its end."""
+        now = self._now()
+        until = now + max(0.0, seconds)
         if until <= self.paused_until and (self.banned or not banned):
             return
+        new_event = self.paused_until <= now or (banned and not self.banned)
         self.paused_until = max(until, self.paused_until)
         self.banned = self.banned or banned
-        log.warning("exchange %s: no requests for %.0f s", "banned this IP (418)" if banned else "rate limit hit (429)",
-                    max(0.0, seconds))
+        left = self.paused_until - now
+        if not new_event:
+            log.debug("exchange pause extended: %.0f s left", left)
+        elif self.banned:
+            end = time.strftime("%H:%M:%S UTC", time.gmtime(self._wall() + left))
+            log.warning("exchange banned this IP (418) until %s: no requests for %.0f s", end, left)
+        else:
+            log.warning("exchange rate limit hit (429): no requests for %.0f s", left)
 
     def pause_remaining(self) -> float:
         left = self.paused_until - self._now()
         if left <= 0:
+            if self.banned:
+                log.info("exchange ban over: requests resume")
             self.banned = False
             return 0.0
         return left
@@ -182,7 +196,7 @@ class WeightBudget:
             if left > 0:
                 if self.banned or left > self.max_pause_wait_s:
                     raise RateLimited(f"exchange rate limit: no requests for another {left:.0f} s"
-                                      + (" (IP banned, 418)" if self.banned else ""), left, self.banned)
+                                      + (" (IP banned, 418)" if self.banned else ""), left, self.banned, local=True)
                 await self._sleep(left)
                 continue
             used = self.used()
@@ -292,15 +306,29 @@ class CircuitBreaker:
 
 class RequestGuard:
     """Runs one exchange request with everything around it: circuit breaker, bounded
-    concurrency, weight reservation, a timeout, and retries with backoff for temporary errors.
+    concurrency, weight reservation, a timeout, hedging, and retries with backoff for
+    temporary errors.
 
     ``call`` must raise ``core.exchange.gateway`` errors (the gateway translates its client's exceptions).
     ``retries=0`` for requests that must not be repeated blindly (order placement).
+
+    Hedging (``hedge=True``, for idempotent reads, when ``hedge_min_s`` is set): a request with
+    no reply after a few times the recent median latency (between ``hedge_min_s`` and
+    ``hedge_max_s``) gets a twin, and another after as long again; the first answer wins and the
+    others are cancelled. A hung
+    connection then costs one extra request instead of a concurrency slot for the whole
+    timeout: with 10 % of requests hanging, the hung ones held all slots at once and their
+    simultaneous timeouts opened the circuit breaker for every pair (issue 15).
     """
+
+    HEDGE_FACTOR = 4.0  # hedge after this many median latencies
+    HEDGE_SAMPLES = 8  # latencies needed before the median is trusted (until then: hedge_max_s)
+    MAX_HEDGES = 2  # twins per request at most: all three hang with 10 % hung requests: 1 in 1000
 
     def __init__(self, budget: WeightBudget, *, concurrency: int = 8, timeout_s: float = 10.0, retries: int = 2,
                  backoff: Backoff | None = None, breaker: Callable[[str], CircuitBreaker] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, hedge_min_s: float | None = None,
+                 hedge_max_s: float | None = None, network: NetworkWaits = NETWORK) -> None:
         self.budget = budget
         self.concurrency = concurrency
         self.timeout_s = timeout_s
@@ -311,8 +339,14 @@ class RequestGuard:
         self._sleep = sleep
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self.hedge_min_s = hedge_min_s
+        self.hedge_max_s = max(hedge_min_s or 0.0, hedge_max_s if hedge_max_s is not None else timeout_s / 2)
+        self._latencies: deque[float] = deque(maxlen=64)
+        self.network = network  # what the watchdog sees of our waits
         self.retried = 0
         self.failures = 0
+        self.hedged = 0  # twins sent
+        self.hedge_wins = 0  # twins that answered first
 
     def breaker(self, family: str) -> CircuitBreaker:
         if family not in self.breakers:
@@ -325,25 +359,89 @@ class RequestGuard:
             self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         return self._sem
 
+    def hedge_delay(self) -> float:
+        """Seconds without a reply after which a read gets its twin."""
+        assert self.hedge_min_s is not None
+        if len(self._latencies) < self.HEDGE_SAMPLES:
+            return self.hedge_max_s
+        median = sorted(self._latencies)[len(self._latencies) // 2]
+        return min(self.hedge_max_s, max(self.hedge_min_s, self.HEDGE_FACTOR * median))
+
+    async def _once(self, call: Callable[[], Awaitable[T]], weight: int, what: str,
+                    sent: asyncio.Event | None = None) -> T:
+        self.network.begin()  # waiting for room in the budget is waiting on the exchange too (bounded)
+        try:
+            await self.budget.acquire(weight)
+            if sent is not None:
+                sent.set()
+            t0 = time.monotonic()
+            try:
+                result = await asyncio.wait_for(call(), self.timeout_s)
+            except asyncio.TimeoutError:
+                raise TemporaryError(f"{what}: no reply within {self.timeout_s:g} s") from None
+            finally:
+                self.budget.release(weight)
+        finally:
+            self.network.end()
+        self._latencies.append(time.monotonic() - t0)
+        return result
+
+    async def _hedged(self, call: Callable[[], Awaitable[T]], weight: int, what: str) -> T:
+        """The first answer of the request and, while none comes, up to ``MAX_HEDGES`` twins, one
+        per hedge delay. A result or a definite refusal ends the race; a temporary error waits
+        for the others."""
+        sent = asyncio.Event()
+        tasks = [asyncio.ensure_future(self._once(call, weight, what, sent))]
+        pending: set[asyncio.Future] = set(tasks)
+        error: BaseException | None = None
+        try:
+            # the clock starts when it is sent: waiting out a pause or the budget is no slow reply
+            on_its_way = asyncio.ensure_future(sent.wait())
+            try:
+                await asyncio.wait([tasks[0], on_its_way], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                on_its_way.cancel()
+            while pending:
+                can_hedge = len(tasks) <= self.MAX_HEDGES
+                delay = self.hedge_delay() if can_hedge else None
+                done, pending = await asyncio.wait(pending, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    exc = t.exception()
+                    if exc is None or not getattr(exc, "retryable", False):
+                        if exc is None and t is not tasks[0]:
+                            self.hedge_wins += 1
+                        return t.result()
+                    error = error or exc
+                if not done and can_hedge:
+                    self.hedged += 1
+                    log.debug("%s: no reply after %.2f s: sending it again", what, delay)
+                    twin = asyncio.ensure_future(self._once(call, weight, what))
+                    tasks.append(twin)
+                    pending.add(twin)
+            raise error  # type: ignore[misc]  # all failed temporarily
+        finally:
+            for t in tasks:
+                t.cancel()  # the losers (a no-op for what is done); their weight is released as they end
+            await asyncio.gather(*tasks, return_exceptions=True)  # also retrieves the losers' errors
+
     async def run(self, family: str, weight: int, call: Callable[[], Awaitable[T]], *, what: str = "request",
-                  retries: int | None = None) -> T:
+                  retries: int | None = None, hedge: bool = False) -> T:
         retries = self.retries if retries is None else retries
+        hedge = hedge and self.hedge_min_s is not None
         breaker = self.breaker(family)
         attempt = 0
         while True:
             breaker.before_call()
             try:
                 async with self._semaphore():
-                    await self.budget.acquire(weight)
-                    try:
-                        result = await asyncio.wait_for(call(), self.timeout_s)
-                    except asyncio.TimeoutError:
-                        raise TemporaryError(f"{what}: no reply within {self.timeout_s:g} s") from None
-                    finally:
-                        self.budget.release(weight)
+                    if hedge:
+                        result = await self._hedged(call, weight, what)
+                    else:
+                        result = await self._once(call, weight, what)
             except RateLimited as exc:
                 breaker.release()  # says nothing about the endpoint's health
-                self.budget.pause(exc.retry_after_s, exc.banned)
+                if not exc.local:  # refused locally: the pause is known and was announced
+                    self.budget.pause(exc.retry_after_s, exc.banned)
                 if exc.banned or attempt >= retries or exc.retry_after_s > self.budget.max_pause_wait_s:
                     raise
                 attempt += 1

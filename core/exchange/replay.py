@@ -11,28 +11,44 @@ import bisect
 import gzip
 import io
 import json
+import logging
+import zlib
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
 from core.clock import Clock
+from core.exchange.day_tickers import DayTickers
 from core.exchange.gateway import NotSupported
 from core.timeframes import TIMEFRAME_MS, timeframe_ms
 from core.models import Fill, Market, Order, OrderBook, Ticker
-from core.timeframes import DAY_MS
 
 HEADER = "timestamp_ms,open,high,low,close,volume"
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
     """A recorded-data file that cannot be used; the message names the file and line."""
 
 
+MAX_PRICE = 1e15  # beyond any traded price: 1e308 overflows price x volume into inf (numpy warnings)
+MAX_VOLUME = 1e20
+
+
 def _open_text(path: Path) -> str:
     raw = path.read_bytes()
-    return (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc.__class__.__name__})") from None
+    try:
+        return raw.decode("utf-8-sig")  # a byte-order mark (Excel's CSV) is not part of the header
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: expected UTF-8 text, got the byte 0x{raw[exc.start]:02x}") from None
 
 
 def load_csv(path: Path, tf_ms: int) -> np.ndarray:
@@ -40,7 +56,14 @@ def load_csv(path: Path, tf_ms: int) -> np.ndarray:
     text = _open_text(path)
     first, _, body = text.partition("\n")
     if first.strip() != HEADER:
-        raise DataError(f"{path}:1: header: expected '{HEADER}', got '{first.strip()[:60]}'")
+        got = first.strip()[:60].encode("ascii", "backslashreplace").decode()  # no invisible characters
+        raise DataError(f"{path}:1: header: expected '{HEADER}', got '{got}'")
+    return check_rows(path, _parse_body(path, body), tf_ms)
+
+
+def _parse_body(path: Path, body: str) -> np.ndarray:
+    if not body.strip():
+        raise DataError(f"{path}:2: expected candle rows after the header, got none")
     try:
         arr = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError:
@@ -56,22 +79,43 @@ def load_csv(path: Path, tf_ms: int) -> np.ndarray:
                 except ValueError:
                     raise DataError(f"{path}:{lineno}: {name}: expected a number, got '{value[:20]}'") from None
         raise DataError(f"{path}: cannot be parsed as OHLCV")
-    arr = arr.reshape(-1, 6)
+    return arr.reshape(-1, 6)
+
+
+def check_rows(path: Path, arr: np.ndarray, tf_ms: int, first_line: int = 2, unit: str = "") -> np.ndarray:
+    """Check parsed OHLCV rows; errors name ``path:<line>`` (``first_line`` is row 0's line; ``unit``
+    "row " for formats without lines)."""
+    if len(arr) < 2:
+        raise DataError(f"{path}:{unit}{first_line}: expected at least 2 candles, got {len(arr)}")
     ts, o, h, lo, c, v = arr.T
-    checks = (
-        (np.diff(ts) <= 0, "timestamp_ms", "strictly increasing timestamps"),
-        (ts % tf_ms != 0, "timestamp_ms", f"candle open times aligned to {tf_ms // 1000} s"),
-        (~np.isfinite(arr).all(axis=1), "row", "finite numbers"),
-        ((o <= 0) | (c <= 0) | (lo <= 0), "low", "prices above 0"),
-        ((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "high", "high >= open, close >= low"),
-        (v < 0, "volume", "a volume >= 0"),
-    )
+    with np.errstate(all="ignore"):  # the checks below name the bad row; numpy need not warn too
+        checks = (
+            (~np.isfinite(arr).all(axis=1), "row", "finite numbers"),
+            (np.diff(ts) <= 0, "timestamp_ms", "strictly increasing timestamps"),
+            (ts % tf_ms != 0, "timestamp_ms", f"candle open times aligned to {tf_ms // 1000} s"),
+            ((o <= 0) | (c <= 0) | (lo <= 0), "low", "prices above 0"),
+            (np.maximum(np.maximum(o, c), np.maximum(h, lo)) > MAX_PRICE, "high", f"prices at most {MAX_PRICE:g}"),
+            ((h < np.maximum(o, c)) | (lo > np.minimum(o, c)), "high", "high >= open, close >= low"),
+            (v < 0, "volume", "a volume >= 0"),
+            (v > MAX_VOLUME, "volume", f"a volume at most {MAX_VOLUME:g}"),
+        )
     for bad, field, expected in checks:
         idx = np.flatnonzero(bad)
         if idx.size:
-            line = int(idx[0]) + (3 if field == "timestamp_ms" and bad.size == ts.size - 1 else 2)
-            raise DataError(f"{path}:{line}: {field}: expected {expected}")
+            line = int(idx[0]) + first_line + (1 if field == "timestamp_ms" and bad.size == ts.size - 1 else 0)
+            raise DataError(f"{path}:{unit}{line}: {field}: expected {expected}")
     return np.ascontiguousarray(arr)
+
+
+def load_freqtrade(path: Path, tf_ms: int) -> np.ndarray:
+    """One freqtrade json/json.gz file (see core.exchange.freqtrade_data), checked like a CSV."""
+    from core.exchange import freqtrade_data
+
+    try:
+        arr = freqtrade_data.load(path)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    return check_rows(path, arr, tf_ms, first_line=1, unit="row ")
 
 
 def _symbol_from_file(path: Path) -> str:
@@ -83,12 +127,31 @@ def _symbol_from_file(path: Path) -> str:
 
 
 def _markets_from_file(path: Path, symbols: list[str]) -> dict[str, Market]:
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8-sig"))
+        markets = _parse_markets(raw, symbols)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: expected valid JSON ({exc.msg})") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{path}: expected UTF-8 JSON ({exc.__class__.__name__})") from None
+    except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+        raise DataError(f"{path}: expected {{symbol: {{amount_step, price_tick, min_amount, min_cost, "
+                        f"max_amount}}}} with decimal strings ({exc.__class__.__name__}: {str(exc)[:60]})") from None
+    return markets
+
+
+def _parse_markets(raw: dict, symbols: list[str]) -> dict[str, Market]:
+    if not isinstance(raw, dict):
+        raise TypeError(f"got a {type(raw).__name__}")
 
     def dec(v: str | None) -> Decimal | None:
         if v is None:
             return None
+        if not isinstance(v, (str, int)) or isinstance(v, bool):
+            raise TypeError(f"expected a decimal string, got {json.dumps(v)[:30]}")
         d = Decimal(v).normalize()
+        if not d.is_finite() or d < 0:
+            raise ValueError(f"expected a decimal >= 0, got {v!r:.30}")
         return d.quantize(Decimal(1)) if d == d.to_integral_value() else d  # "10", not "1E+1"
 
     out = {}
@@ -125,6 +188,7 @@ class ReplayGateway:
         if not sub.is_dir() and present:
             raise DataError(f"{self.data_dir}: no {timeframe} candles (it has {', '.join(present)}/)")
         sources = {timeframe: sub if sub.is_dir() else self.data_dir}
+        needs_pyarrow: list[Path] = []
         for tf, folder in sorted(sources.items()):
             files = sorted(folder.glob("*.csv")) + sorted(folder.glob("*.csv.gz"))
             per_tf = {}
@@ -132,11 +196,18 @@ class ReplayGateway:
                 sym = _symbol_from_file(f)
                 if symbols is None or sym in symbols:
                     per_tf[sym] = load_csv(f, timeframe_ms(tf))
+            per_tf.update(self._freqtrade_files(folder, tf, symbols, set(per_tf), needs_pyarrow))
             if per_tf:
                 self.data[tf] = per_tf
         if not self.data:
-            raise DataError(f"{self.data_dir}: no OHLCV files (expected <tf>/BASE_QUOTE.csv or BASE_QUOTE.csv)")
+            from core.exchange.freqtrade_data import pyarrow_hint
+
+            raise DataError(f"{self.data_dir}: " + (pyarrow_hint(needs_pyarrow) if needs_pyarrow else
+                            "no OHLCV files (expected <tf>/BASE_QUOTE.csv, BASE_QUOTE.csv or freqtrade's "
+                            f"BASE_QUOTE-{timeframe}.json)"))
         self.base_timeframe = min(self.data, key=timeframe_ms)
+        # tickers come from the base timeframe; its arrays become views of one flat copy
+        self._tickers = DayTickers(self.data[self.base_timeframe], timeframe_ms(self.base_timeframe))
         self._ts_index = {tf: {s: a[:, 0] for s, a in d.items()} for tf, d in self.data.items()}
         all_syms = sorted({s for d in self.data.values() for s in d})
         mfile = next((p for p in (self.data_dir / "markets.json", self.data_dir.parent / "markets.json")
@@ -144,6 +215,19 @@ class ReplayGateway:
         self.markets_source = str(mfile) if mfile else None
         self._markets = _markets_from_file(mfile, all_syms) if mfile else {
             s: Market(s, *s.split("/")) for s in all_syms}
+
+    @staticmethod
+    def _freqtrade_files(folder: Path, tf: str, symbols: list[str] | None, have: set[str],
+                         needs_pyarrow: list[Path]) -> dict[str, np.ndarray]:
+        """freqtrade's BASE_QUOTE-<tf>.json[.gz] for pairs without a CSV; feather/parquet reported."""
+        from core.exchange import freqtrade_data
+
+        found, unreadable = freqtrade_data.find(folder, tf)
+        needs_pyarrow.extend(unreadable)
+        if unreadable and (found or have):
+            log.warning("%s: %s", folder, freqtrade_data.pyarrow_hint(unreadable))
+        return {sym: load_freqtrade(f, timeframe_ms(tf)) for sym, f in found.items()
+                if sym not in have and (symbols is None or sym in symbols)}
 
     # --- time range ---------------------------------------------------------------------------
     @property
@@ -185,20 +269,7 @@ class ReplayGateway:
         return arr[lo:n].copy()
 
     async def fetch_tickers(self, symbols: list[str] | None = None) -> dict[str, Ticker]:
-        tf = self.base_timeframe
-        now = self.clock.now_ms()
-        out = {}
-        for sym in symbols if symbols is not None else self.data[tf]:
-            arr, n = self._closed(sym, tf)
-            if n == 0:
-                continue  # not listed yet at this time
-            last_close_ms = int(arr[n - 1, 0]) + timeframe_ms(tf)
-            day = arr[bisect.bisect_right(self._ts_index[tf][sym], now - DAY_MS - 1, 0, n):n]
-            qv = float(np.sum(day[:, 4] * day[:, 5])) if len(day) else 0.0
-            hi = float(day[:, 2].max()) if len(day) else None
-            lo = float(day[:, 3].min()) if len(day) else None
-            out[sym] = Ticker(sym, last_close_ms, float(arr[n - 1, 4]), high=hi, low=lo, quote_volume=qv)
-        return out
+        return self._tickers.at(self.clock.now_ms(), symbols)
 
     async def fetch_order_book(self, symbol: str, limit: int = 20) -> OrderBook:
         raise NotSupported("recorded data has no order books")

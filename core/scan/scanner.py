@@ -2,16 +2,14 @@
 
 One scan works on whole matrices (pairs x time) from the candle store:
 
-1. Data quality, vectorised over all pairs, on every timeframe the scan reads: too little
-   history, stale data (the last candle closed more than two periods before ``now_ms``),
-   non-finite or non-positive prices, and quarantine -- a gap of more than
+1. Data quality (``core.scan.quality``), vectorised over all pairs, on every timeframe the
+   scan reads: too little history, stale data (the last candle closed more than two periods
+   before ``now_ms``), non-finite or non-positive prices, and quarantine -- a gap of more than
    ``scanner.quarantine_gap_candles`` missing candles or a close-to-close move beyond
-   ``scanner.quarantine_jump_ratio`` (either direction) anywhere in the stored window. The
-   window is what the indicators see, so a redenomination (COCOS x978 after a 97 h halt)
-   keeps the pair out until it has scrolled out of the window. The ratio is meant for the
-   signal timeframe; on a longer one it is raised to the power sqrt(period ratio) (3 on 1h
-   -> 9 on 4h), as genuine moves grow with the square root of time. Such pairs go to
-   ``skipped`` with the reason and never produce an opportunity.
+   ``scanner.quarantine_jump_ratio`` (either direction, scaled up on the longer timeframe)
+   anywhere in the stored window. The window is what the indicators see, so a redenomination
+   (COCOS x978 after a 97 h halt) keeps the pair out until it has scrolled out of the window.
+   Such pairs go to ``skipped`` with the reason and never produce an opportunity.
 2. Indicators through ``Indicators``: each matrix computed once per scan on first use
    (2-D numba kernels, all pairs in one call) and shared by every strategy.
 3. Strategies (``strategies.enabled``) score every pair 0..100; the score is multiplied by
@@ -29,15 +27,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import numpy as np
 
 import core.indicators as ta
-from core.scan.candles import CandleStore, CandleView
+from core.scan.candles import CandleStore
 from core.config import Config
 from core.timeframes import TIMEFRAME_MS
 from core.models import Opportunity, ScanResult
+from core.scan.quality import STALE_PERIODS, data_problems, higher_jump_ratio  # noqa: F401  (re-exported)
 from strategies import registry
 from strategies.base import Indicators, ScanInput  # noqa: F401  (Indicators: re-exported for callers of the scanner)
 
@@ -49,55 +47,6 @@ CONFIRM_MACD = (12, 26, 9)
 # the SMA of the first 50), plus a margin; the MACD(12,26,9) histogram starts at the 34th.
 CONFIRM_HISTORY = CONFIRM_EMA + 10
 HALF_AGREEMENT = 0.8  # score factor when the higher timeframe agrees on one of its two conditions
-STALE_PERIODS = 2
-
-
-def _when(ts_ms: float) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _duration(ms: float) -> str:
-    hours = ms / 3_600_000
-    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
-
-
-def data_problems(view: CandleView, need: int, now_ms: int, gap_limit: int, jump_ratio: float) -> dict[int, list[str]]:
-    """Why rows of ``view`` must not be traded now: row -> reasons (rows without problems absent)."""
-    tf, tf_ms = view.timeframe, TIMEFRAME_MS[view.timeframe]
-    counts, ts, close = view.counts, view.ts, view.close
-    out: dict[int, list[str]] = {}
-
-    def add(mask: np.ndarray, text: Callable[[int], str]) -> None:
-        for i in np.flatnonzero(mask):
-            out.setdefault(int(i), []).append(text(int(i)))
-
-    add(counts == 0, lambda i: f"no {tf} candles")
-    add((counts > 0) & (counts < need), lambda i: f"too little history: {counts[i]} {tf} candles, needs {need}")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        bad = np.count_nonzero(view.volume >= 0, axis=1) != counts
-        for x in (view.open, view.high, view.low, close):
-            bad |= np.count_nonzero((x > 0) & (x < np.inf), axis=1) != counts
-        add(bad & (counts > 0), lambda i: f"bad data: non-finite or non-positive values in the {tf} candles")
-        age = now_ms - (ts[:, -1] + tf_ms)
-        add(age > STALE_PERIODS * tf_ms, lambda i: f"stale: last {tf} candle closed {_duration(age[i])} ago")
-        step = np.diff(ts, axis=1)
-        gaps = step > (gap_limit + 1) * tf_ms
-
-        def gap_text(i: int) -> str:
-            j = np.flatnonzero(gaps[i])[-1]
-            return (f"quarantined: {tf} data gap of {step[i, j] / tf_ms - 1:.0f} candles "
-                    f"before {_when(ts[i, j + 1])}")
-
-        add(gaps.any(axis=1), gap_text)
-        ratio = close[:, 1:] / close[:, :-1]
-        jumps = (ratio > jump_ratio) | (ratio * jump_ratio < 1.0)
-
-        def jump_text(i: int) -> str:
-            j = np.flatnonzero(jumps[i])[-1]
-            return f"quarantined: {tf} close moved x{ratio[i, j]:.4g} at {_when(ts[i, j + 1])}"
-
-        add(jumps.any(axis=1), jump_text)
-    return out
 
 
 class Scanner:
@@ -133,11 +82,8 @@ class Scanner:
         hv = None
         if self.higher_tf is not None and self.need_higher:
             hv = candles.view(self.higher_tf)
-            # log-returns grow with the square root of time: a genuine 4h candle moves about twice
-            # as far as a 1h one, so the 1h jump ratio r becomes r**2 on 4h
-            scale = (TIMEFRAME_MS[self.higher_tf] / TIMEFRAME_MS[self.signal_tf]) ** 0.5
-            for i, reasons in data_problems(hv, self.need_higher, now_ms, sc.quarantine_gap_candles,
-                                            sc.quarantine_jump_ratio ** scale).items():
+            ratio = higher_jump_ratio(sc.quarantine_jump_ratio, self.signal_tf, self.higher_tf)
+            for i, reasons in data_problems(hv, self.need_higher, now_ms, sc.quarantine_gap_candles, ratio).items():
                 problems.setdefault(i, []).extend(reasons)
         symbols = sv.symbols
         skipped = {symbols[i]: "; ".join(reasons) for i, reasons in sorted(problems.items())}

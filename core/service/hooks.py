@@ -11,7 +11,9 @@ from core.config import Config
 
 from core.secrets import Secrets
 from core.engine import CycleReport, Hooks
+from core.exchange.activity import NETWORK
 from core.service.health import HealthMonitor
+from core.service.memory import release_library_pages
 from core.log import register_secret, setup_logging
 from core.service.systemd import Heartbeat, Notifier
 from core.store.state import Store
@@ -29,7 +31,7 @@ def _malloc_trim():
 
 
 def setup_service_logging(cfg: Config, secrets: Secrets) -> str:
-    for value in (secrets.api_key, secrets.api_secret):
+    for value in secrets.values():
         register_secret(value)
     return setup_logging(cfg.logging.level, None, cfg.logging.audit_max_kb, cfg.logging.audit_backups)
 
@@ -53,11 +55,12 @@ class ServiceHooks(Hooks):
         self.secrets = secrets  # the current secrets (re-read on reload)
         self.state_dir = state_dir
         self.notifier = Notifier()
-        self.heartbeat = Heartbeat(self.notifier)
+        self.heartbeat = Heartbeat(self.notifier, network=NETWORK.snapshot)  # a network wait is alive
         self._task: asyncio.Task | None = None
         self._day_start: tuple[int, object] | None = None
         self.health = HealthMonitor(cfg.health, state_dir)
         self._trim = _malloc_trim()
+        self._released_ms = -3_600_000
 
     async def on_ready(self, report: CycleReport) -> None:
         self._task = self.heartbeat.start()
@@ -71,6 +74,9 @@ class ServiceHooks(Hooks):
         self.heartbeat.progress()
         if self._trim is not None:
             self._trim(0)
+        if report.ts_ms - self._released_ms >= 3_600_000:  # after the first cycle, then hourly
+            self._released_ms = report.ts_ms
+            release_library_pages()  # LLVM's code pages (~75 MB) the loop no longer runs
         day = report.ts_ms // 86_400_000
         if self._day_start is None or self._day_start[0] != day:
             self._day_start = (day, report.equity)

@@ -2,8 +2,9 @@
 
 Everything is a no-op without ``$NOTIFY_SOCKET`` (a terminal, a test, another init system), so the
 engine calls it unconditionally. The watchdog is progress-driven: :class:`Heartbeat` pings
-``WATCHDOG=1`` only if the loop reported progress since the previous ping, so a hung cycle stops
-the pings and systemd restarts the service after ``WatchdogSec=``.
+``WATCHDOG=1`` only if the loop reported progress since the previous ping, or is waiting on the
+exchange (every request has a deadline), so a hung cycle stops the pings and systemd restarts the
+service after ``WatchdogSec=``, while a slow or hanging exchange does not.
 """
 from __future__ import annotations
 
@@ -134,16 +135,26 @@ class Heartbeat:
     ``interval_s`` only if progress was reported since the previous ping, so a step that never
     completes lets ``WatchdogSec=`` expire. When the whole event loop blocks, the task does not
     run at all: same outcome.
+
+    ``network`` (``core.exchange.activity.NETWORK.snapshot``: requests in flight, requests ended)
+    counts as progress too: a cycle retrying a hanging exchange is a live loop waiting on the
+    network with a deadline on every request (issue 15: 90 s of load-markets / universe / tickers
+    retries without a ping against ``WatchdogSec=60``). A step stuck anywhere else sends no
+    request and still misses its pings.
     """
 
     def __init__(self, notifier: Notifier, interval_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 network: Callable[[], tuple[int, int]] | None = None) -> None:
         self.notifier = notifier
         self.interval_s = watchdog_interval_s() if interval_s is None else interval_s
         self._clock = clock
         self._progress = False
         self.last_progress = clock()
         self.pings = 0
+        self.network_pings = 0  # pings earned by waiting on the exchange alone
+        self._network = network
+        self._seen_ended = network()[1] if network else 0
 
     @property
     def enabled(self) -> bool:
@@ -158,10 +169,22 @@ class Heartbeat:
         """Seconds since the last progress (for a STATUS line or a log message)."""
         return self._clock() - self.last_progress
 
-    def tick(self) -> bool:
-        """Ping if there was progress since the last tick; True if a ping was sent."""
-        if not self._progress:
+    def _waiting_on_network(self) -> bool:
+        """A request is in flight now, or one ended since the previous look."""
+        if self._network is None:
             return False
+        in_flight, ended = self._network()
+        active = in_flight > 0 or ended != self._seen_ended
+        self._seen_ended = ended
+        return active
+
+    def tick(self) -> bool:
+        """Ping if there was progress (or a network wait) since the last tick; True if a ping was sent."""
+        waiting = self._waiting_on_network()
+        if not self._progress and not waiting:
+            return False
+        if not self._progress:
+            self.network_pings += 1
         self._progress = False
         if self.notifier.watchdog():
             self.pings += 1

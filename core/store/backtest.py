@@ -7,8 +7,9 @@ scratch database, so ``InlineConnection`` offers the part of aiosqlite's interfa
 executor and risk gate use (``execute`` as awaitable or ``async with``, ``executemany``,
 cursors with ``fetchone``/``fetchall``/``rowcount``/``lastrowid``) and runs each statement
 directly on a ``sqlite3`` connection. The SQL, schema, migrations and transactions are the real
-ones; only durability is dropped (``synchronous=OFF`` and the store's per-write
-``PRAGMA synchronous`` switches ignored): the file is thrown away unless ``--db`` keeps it.
+ones; only durability is dropped (``synchronous=OFF``, the rollback journal in memory, an
+exclusive lock, and the store's per-write ``PRAGMA synchronous`` switches ignored): the file is
+thrown away unless ``--db`` keeps it.
 """
 from __future__ import annotations
 
@@ -24,10 +25,24 @@ SHM = Path("/dev/shm")
 
 
 class InlineCursor:
+    """A ``sqlite3`` cursor with aiosqlite's interface; also what ``execute`` returns, so it is
+    awaitable (itself) and an async context manager (closes it): one object per statement."""
+
     __slots__ = ("_cur",)
 
     def __init__(self, cur: sqlite3.Cursor | None) -> None:
         self._cur = cur
+
+    def __await__(self):
+        return self
+        yield  # noqa: unreachable - makes this a generator: ``await`` returns the cursor at once
+
+    async def __aenter__(self) -> "InlineCursor":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._cur is not None:
+            self._cur.close()
 
     async def fetchone(self) -> Any:
         return None if self._cur is None else self._cur.fetchone()
@@ -57,25 +72,7 @@ class InlineCursor:
         return row
 
 
-class _Result:
-    """What ``execute`` returns: awaitable (the cursor) and an async context manager (closes it)."""
-
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: InlineCursor) -> None:
-        self._cursor = cursor
-
-    def __await__(self):
-        return self._get().__await__()
-
-    async def _get(self) -> InlineCursor:
-        return self._cursor
-
-    async def __aenter__(self) -> InlineCursor:
-        return self._cursor
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._cursor.close()
+_MOOT = InlineCursor(None)
 
 
 class InlineConnection:
@@ -84,12 +81,16 @@ class InlineConnection:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.statements = 0
+        self._moot: dict[str, bool] = {}  # per statement text: a durability switch (skipped)
 
-    def execute(self, sql: str, parameters: Iterable[Any] = ()) -> _Result:
-        if sql.lstrip()[:18].upper() == "PRAGMA SYNCHRONOUS":
-            return _Result(InlineCursor(None))  # scratch database: durability switches are moot
+    def execute(self, sql: str, parameters: Iterable[Any] = ()) -> InlineCursor:
+        moot = self._moot.get(sql)
+        if moot is None:
+            moot = self._moot[sql] = sql.lstrip()[:18].upper() == "PRAGMA SYNCHRONOUS"
+        if moot:
+            return _MOOT  # scratch database: durability switches are moot
         self.statements += 1
-        return _Result(InlineCursor(self.conn.execute(sql, tuple(parameters))))
+        return InlineCursor(self.conn.execute(sql, parameters if type(parameters) is tuple else tuple(parameters)))
 
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> InlineCursor:
         self.statements += 1
@@ -116,6 +117,9 @@ async def backtest_store(keep: str | Path | None = None) -> AsyncIterator[Store]
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         conn = connect_sync(path)  # the real schema and migrations
         conn.execute("PRAGMA synchronous=OFF")
+        # one connection, nobody reading alongside: no WAL index to share, no locks to take per commit
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("PRAGMA journal_mode=MEMORY")
         store = Store(InlineConnection(conn), path)  # type: ignore[arg-type]
         try:
             yield store

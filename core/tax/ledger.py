@@ -21,6 +21,11 @@ Why it looks like this:
   before the trade (e.g. BNB/USDT). With none, ``MissingPriceError`` names the fill; nothing is
   guessed.
 * Selling more than is held raises ``OversellError`` naming the fill; nothing is clipped.
+* Bounded: quantity, price and fee at most ``MAX_AMOUNT`` and a fill's value at most ``MAX_VALUE``
+  (1e15 each), so every figure fits the 40-digit context at 1e-8 and no report can fail with
+  ``decimal.InvalidOperation``; a larger fill is an ``InvalidFillError`` naming it.
+* ``check`` replays the fills the same way without building lots and collects every problem instead
+  of stopping at the first: the import uses it to refuse rows that would break a report.
 * Money is rounded to 1e-8 (the quote's smallest unit on Binance) only where a split is
   unavoidable; splits are done by remainder, so parts always add up to the whole exactly.
 * Holding periods use calendar arithmetic on UTC dates: long-term only if sold strictly after
@@ -50,6 +55,9 @@ from core.timeframes import DAY_MS
 METHODS = ("fifo", "lifo", "hifo")
 JURISDICTIONS = ("us", "de", "none")
 MONEY = Decimal("1e-8")
+MAX_AMOUNT = Decimal("1e15")  # quantity, price, fee of one fill
+MAX_VALUE = Decimal("1e15")  # quantity x price of one fill, and its value in the reporting currency
+CONTEXT = Context(prec=40, rounding=ROUND_HALF_EVEN)  # the ledger's and the reports' arithmetic
 ZERO = Decimal(0)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 EPOCH_DAY = date(1970, 1, 1)
@@ -62,20 +70,29 @@ class LedgerError(ValueError):
     """The fills cannot be matched as they are; ``str()`` names the fill and what to do."""
 
     def __init__(self, entry: "Entry", problem: str) -> None:
-        self.entry = entry
+        self.entry, self.problem = entry, problem
         super().__init__(f"{describe(entry)}: {problem}")
 
 
 class OversellError(LedgerError):
     """A fill disposes of more of an asset than the earlier fills acquired."""
 
+    def __init__(self, entry: "Entry", problem: str, asset: str = "", quantity: Decimal = ZERO, held: Decimal = ZERO,
+                 kind: str = "trade") -> None:
+        super().__init__(entry, problem)
+        self.asset, self.quantity, self.held, self.kind = asset, quantity, held, kind
+
 
 class MissingPriceError(LedgerError):
     """A valuation needs a price that no earlier fill provides."""
 
+    def __init__(self, entry: "Entry", problem: str, asset: str = "", why: str = "") -> None:
+        super().__init__(entry, problem)
+        self.asset, self.why = asset, why
+
 
 class InvalidFillError(LedgerError):
-    """A fill that makes no sense (bad symbol, side, amounts, fee without asset)."""
+    """A fill that makes no sense (bad symbol, side, amounts, fee without asset, out of bounds)."""
 
 
 # --- inputs and outputs -------------------------------------------------------------------------
@@ -335,7 +352,7 @@ class PriceIndex:
                 base, _, quote = f.symbol.partition("/")
                 lists = priced[f.symbol] = ((self._ts.setdefault(base, []), self._px.setdefault(base, []))
                                             if quote in cash and base and base not in cash else None)
-            if lists is not None and f.price > 0:
+            if lists is not None and 0 < f.price <= MAX_AMOUNT:  # an out-of-bounds fill is refused, not used
                 lists[0].append(f.ts_ms)
                 lists[1].append(f.price)
 
@@ -369,11 +386,16 @@ class _Ledger:
         found = self.prices.at(asset, entry.fill.ts_ms)
         if found is None:
             quotes = "/".join(sorted(self.s.cash))
-            raise MissingPriceError(entry, f"{why} needs the price of {asset}, but no {asset}/{quotes} fill at or "
-                                           f"before this time gives one; import a {asset} trade from then")
+            return self._problem(MissingPriceError(
+                entry, f"{why} needs the price of {asset}, but no {asset}/{quotes} fill at or before this time "
+                       f"gives one; import a {asset} trade from then", asset, why), ZERO)
         price, price_ts = found
         self.result.valuations.append(Valuation(entry, asset, price, price_ts))
         return price
+
+    def _problem(self, error: LedgerError, fallback):
+        """Raise (a report), or record and carry on with ``fallback`` (``check``)."""
+        raise error
 
     def _fill(self, seq: int, entry: Entry) -> None:
         f = entry.fill
@@ -385,9 +407,15 @@ class _Ledger:
             raise InvalidFillError(entry, "side: expected buy or sell")
         if f.quantity <= 0 or f.price <= 0 or f.fee < 0:
             raise InvalidFillError(entry, "expected quantity > 0, price > 0 and fee >= 0")
+        if f.quantity > MAX_AMOUNT or f.price > MAX_AMOUNT or f.fee > MAX_AMOUNT:
+            raise InvalidFillError(entry, f"expected quantity, price and fee at most {MAX_AMOUNT:,.0f}; reverse it "
+                                          f"(pitrader tax reverse)")
         if f.fee > 0 and not f.fee_asset:
             raise InvalidFillError(entry, "fee_asset: a fee needs the asset it was paid in")
         gross = f.quantity * f.price  # in quote units
+        if gross > MAX_VALUE:
+            raise InvalidFillError(entry, f"expected quantity x price at most {MAX_VALUE:,.0f}, got {gross:.3e}; "
+                                          f"reverse it (pitrader tax reverse)")
         if f.side == BUY:
             give, give_amt, get, get_amt = quote, gross, base, f.quantity
         else:
@@ -412,26 +440,35 @@ class _Ledger:
             cost = _q(get_amt * self._price(entry, quote, f"receiving {quote}")) if quote not in self.s.cash \
                 else _q(get_amt)
             proceeds = cost - fee_value
+        if cost > MAX_VALUE or fee_value > MAX_VALUE:
+            raise InvalidFillError(entry, f"expected a value at most {MAX_VALUE:,.0f} in the reporting currency, got "
+                                          f"{max(cost, fee_value):.3e}; reverse it (pitrader tax reverse)")
         if give not in self.s.cash:
             self._dispose(entry, give, give_amt, proceeds, "trade")
         if fee_disposal is not None:
             self._dispose(entry, *fee_disposal, "fee")
         if get not in self.s.cash:
-            lot = Lot(entry.lot_id, get, f.ts_ms, get_amt, cost, seq)
-            self.result.lots.append(lot)
-            book = self.books.get(get)
-            if book is None:
-                book = self.books[get] = _Book(self.s.method)
-            book.add(lot)
+            self._acquire(entry, seq, get, get_amt, cost)
+
+    def _acquire(self, entry: Entry, seq: int, asset: str, qty: Decimal, cost: Decimal) -> None:
+        lot = Lot(entry.lot_id, asset, entry.fill.ts_ms, qty, cost, seq)
+        self.result.lots.append(lot)
+        book = self.books.get(asset)
+        if book is None:
+            book = self.books[asset] = _Book(self.s.method)
+        book.add(lot)
+
+    def _oversold(self, entry: Entry, asset: str, qty: Decimal, held: Decimal, kind: str) -> OversellError:
+        verb = "pays a fee of" if kind == "fee" else "pays" if entry.fill.side == BUY else "sells"
+        return OversellError(entry, f"{verb} {_plain(qty)} {asset} but only {_plain(held)} {asset} is held at that "
+                                    f"time; import the fills that acquired it, or reverse this one (pitrader tax "
+                                    f"reverse)", asset, qty, held, kind)
 
     def _dispose(self, entry: Entry, asset: str, qty: Decimal, proceeds: Decimal, kind: str) -> None:
         book = self.books.get(asset)
         held = book.total if book else ZERO
         if held < qty:
-            verb = "pays a fee of" if kind == "fee" else "pays" if entry.fill.side == BUY else "sells"
-            what = f"{verb} {_plain(qty)} {asset}"
-            raise OversellError(entry, f"{what} but only {_plain(held)} {asset} is held at that time; import the "
-                                       f"fills that acquired it, or reverse this one (pitrader tax reverse)")
+            raise self._oversold(entry, asset, qty, held, kind)
         f = entry.fill
         left, allocated = qty, ZERO
         while left > 0:
@@ -467,8 +504,52 @@ def bulk() -> Iterator[None]:
             gc.enable()
 
 
+class _Checker(_Ledger):
+    """The same replay with running totals instead of lots, recording problems instead of raising:
+    what ``compute`` would refuse, found in one pass (a few times cheaper than matching lots)."""
+
+    def __init__(self, settings: Settings, entries: list[Entry]) -> None:
+        super().__init__(settings, entries)
+        self.held: dict[str, Decimal] = {}
+        self.errors: list[LedgerError] = []
+
+    def run(self) -> Result:
+        for seq, entry in enumerate(self.result.entries):
+            try:
+                self._fill(seq, entry)
+            except LedgerError as exc:  # an invalid fill: it does not trade at all
+                self.errors.append(exc)
+        return self.result
+
+    def _problem(self, error: LedgerError, fallback):
+        self.errors.append(error)
+        return fallback
+
+    def _acquire(self, entry: Entry, seq: int, asset: str, qty: Decimal, cost: Decimal) -> None:
+        self.held[asset] = self.held.get(asset, ZERO) + qty
+
+    def _dispose(self, entry: Entry, asset: str, qty: Decimal, proceeds: Decimal, kind: str) -> None:
+        held = self.held.get(asset, ZERO)
+        if held < qty:  # record it and go on as if what was held were sold
+            self.errors.append(self._oversold(entry, asset, qty, held, kind))
+            qty = held
+        self.held[asset] = held - qty
+
+
 def compute(entries: Iterable[Entry], settings: Settings | None = None) -> Result:
     """Match every fill into lots and disposals (all years); raises ``LedgerError`` on bad data."""
     settings = settings or Settings()
-    with bulk(), localcontext(Context(prec=40, rounding=ROUND_HALF_EVEN)):
+    with bulk(), localcontext(CONTEXT):
         return _Ledger(settings, effective(entries)).run()
+
+
+def check(entries: Iterable[Entry], settings: Settings | None = None) -> list[LedgerError]:
+    """Every problem ``compute`` could stop at, in processing order ([] when every report can be made).
+
+    After a problem the replay goes on as if the fill had sold only what was held (and a missing
+    price were 0), so one bad fill does not hide the others."""
+    settings = settings or Settings()
+    with bulk(), localcontext(CONTEXT):
+        checker = _Checker(settings, effective(entries))
+        checker.run()
+        return checker.errors

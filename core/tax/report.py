@@ -3,8 +3,13 @@
 The ledger is always computed over every fill from the first one (lots bought years ago are sold
 this year); the report then keeps the disposals sold, and the fills made, in the chosen UTC
 calendar year. Every report names its method, jurisdiction and reporting currency: the table in
-its title, JSON in its keys, the disposals and 8949 CSVs in a ``#`` first line; the Koinly file
-must stay a pure import file, so the command states the settings on stderr instead.
+its title, JSON in its keys. The CSV files (disposals, 8949, Koinly) are data only, a header row
+and rows, since spreadsheets and tax software take a comment line for data: the command states
+the settings on stderr instead.
+
+Koinly matches lots itself from the whole history (its "missing purchase history" warning is what
+a file of one year's fills gives), so its export holds every fill up to the end of the year, not
+just the year's; import it into a fresh Koinly wallet each year (or replace the previous import).
 
 Money in JSON is a decimal string at ledger precision (1e-8, at least two decimals); the table
 and Form 8949 show cents (half-up), and 8949's gain column is (d) - (e) of the rounded figures,
@@ -18,16 +23,17 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Iterable
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from core.tax.ledger import (MONEY, Disposal, Entry, PriceIndex, Result, Settings, Valuation, bulk, compute,
-                         effective, iso, to_ms, utc)
-from core.store.state import FILL_COLUMNS, fill_from_row
+from core.tax.ledger import (CONTEXT, MONEY, Disposal, Entry, PriceIndex, Result, Settings, Valuation, bulk, compute,
+                             effective, iso, to_ms, utc)
+from core.store.ledger_queries import ledger_rows
+from core.store.state import fill_from_row
 
 FORMATS = ("table", "csv", "8949", "koinly", "json")
 CENT = Decimal("0.01")
@@ -41,7 +47,7 @@ F8949_COLUMNS = ("part", "(a) description", "(b) date acquired", "(c) date sold"
 
 
 def load_entries(conn: sqlite3.Connection) -> list[Entry]:
-    rows = conn.execute(f"SELECT {FILL_COLUMNS}, reverses FROM fills")
+    rows = ledger_rows(conn)
     with bulk():
         return [Entry(fill_from_row(r), r[0], r[11]) for r in rows]
 
@@ -89,7 +95,8 @@ class Report:
     currency: str
     result: Result
     disposals: list[Disposal] = field(default_factory=list)
-    fills: list[Entry] = field(default_factory=list)
+    fills: list[Entry] = field(default_factory=list)  # made in the year
+    history: list[Entry] = field(default_factory=list)  # made up to the end of the year (Koinly)
     totals: Totals = field(default_factory=Totals)
     by_asset: dict[str, Totals] = field(default_factory=dict)
     stale: list[Valuation] = field(default_factory=list)
@@ -125,10 +132,12 @@ def build(entries: Iterable[Entry], year: int, settings: Settings, currency: str
     start, end = year_bounds(year)
     rep = Report(year, settings, currency, result)
     rep.disposals = [d for d in result.disposals if start <= d.sold_ms < end]
-    rep.fills = [e for e in result.entries if start <= e.fill.ts_ms < end]
-    for d in rep.disposals:
-        rep.totals.add(d)
-        rep.by_asset.setdefault(d.asset, Totals()).add(d)
+    rep.history = [e for e in result.entries if e.fill.ts_ms < end]
+    rep.fills = [e for e in rep.history if start <= e.fill.ts_ms]
+    with localcontext(CONTEXT):  # totals of many fills need the ledger's 40 digits, not the default 28
+        for d in rep.disposals:
+            rep.totals.add(d)
+            rep.by_asset.setdefault(d.asset, Totals()).add(d)
     rep.stale = [v for v in result.valuations if v.age_ms > STALE_PRICE_MS and start <= v.entry.fill.ts_ms < end]
     return rep
 
@@ -160,10 +169,9 @@ def amount(d: Decimal) -> str:
     return format(d.normalize(), "f") if d else "0"
 
 
-def _csv(rows: Iterable[Iterable], header: Iterable[str], preamble: str | None = None) -> str:
+def _csv(rows: Iterable[Iterable], header: Iterable[str]) -> str:
+    """A header row and the rows, nothing else (no comment line: importers read it as data)."""
     buf = io.StringIO()
-    if preamble:
-        buf.write(f"# {preamble}\n")
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
@@ -189,7 +197,7 @@ def render_csv(rep: Report) -> str:
     rows = ((iso(d.sold_ms), iso(d.acquired_ms), d.asset, amount(d.quantity), money(d.proceeds), money(d.cost),
              money(d.gain), rep.term_label(d.term), d.lot_id, d.trade_id, d.symbol, d.source, d.kind)
             for d in rep.disposals)
-    return _csv(rows, DISPOSAL_COLUMNS, rep.settings_line)
+    return _csv(rows, DISPOSAL_COLUMNS)
 
 
 def _us_date(ts_ms: int) -> str:
@@ -207,14 +215,15 @@ def render_8949(rep: Report) -> str:
             rows.append((part, f"{amount(d.quantity)} {d.asset}", _us_date(d.acquired_ms), _us_date(d.sold_ms),
                          p, c, "", "", p - c))
         rows.append((part, f"Total Part {part} ({term}-term)", "", "", tot_d, tot_e, "", "", tot_d - tot_e))
-    return _csv(rows, F8949_COLUMNS, rep.settings_line)
+    return _csv(rows, F8949_COLUMNS)
 
 
 def render_koinly(rep: Report) -> str:
-    """Koinly universal CSV of the year's fills: gross amounts sent and received, the fee apart."""
+    """Koinly universal CSV of every fill up to the end of the year (Koinly needs the purchases of
+    earlier years to match this year's sales): gross amounts sent and received, the fee apart."""
     prices = PriceIndex(rep.result.entries, rep.settings.cash)
     rows = []
-    for e in rep.fills:
+    for e in rep.history:
         f = e.fill
         base, _, quote = f.symbol.partition("/")
         gross = f.quantity * f.price
@@ -235,6 +244,11 @@ def render_koinly(rep: Report) -> str:
 
 def render_table(rep: Report, console: Console) -> None:
     """Per-asset summary and the year's totals (the full list of disposals is --format csv)."""
+    with localcontext(CONTEXT):
+        _render_table(rep, console)
+
+
+def _render_table(rep: Report, console: Console) -> None:
     s, t, cur = rep.settings, rep.totals, rep.currency
     short_label, long_label = {"de": ("taxable", "tax-free")}.get(s.jurisdiction, ("short-term", "long-term"))
     table = Table(title=f"Tax report {rep.year}: {s.method.upper()}, jurisdiction {s.jurisdiction}, {cur}",
@@ -278,8 +292,9 @@ def _signed(d: Decimal) -> str:
 
 def render_text(rep: Report, fmt: str, width: int = 120) -> str:
     """Any format as text (the table rendered without colours, e.g. for --output)."""
-    if fmt == "table":
-        console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
-        render_table(rep, console)
-        return console.file.getvalue()
-    return {"csv": render_csv, "8949": render_8949, "koinly": render_koinly, "json": render_json}[fmt](rep)
+    with localcontext(CONTEXT):
+        if fmt == "table":
+            console = Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
+            render_table(rep, console)
+            return console.file.getvalue()
+        return {"csv": render_csv, "8949": render_8949, "koinly": render_koinly, "json": render_json}[fmt](rep)

@@ -4,12 +4,16 @@ Both back ends keep the same durable trail in the store: an order row (with our 
 written before anything is sent, and each fill lands in the append-only ``fills`` table in the
 same transaction as the order's new state and the position it changes. A position's amount,
 prices, fees and PnL are always re-derived from its fills, so a restart (or a fill seen twice)
-cannot make them drift.
+cannot make them drift. The fills of each open position are also kept in memory, in step with
+the store (updated only after a commit), so recording a fill never re-reads the history.
+A transaction that fails leaves the in-memory position and order as the store has them.
 """
 from __future__ import annotations
 
+import bisect
 import logging
-from dataclasses import dataclass, replace
+import operator
+from dataclasses import dataclass, fields as dc_fields, replace
 from decimal import Decimal
 from typing import Callable, Iterable, Protocol
 
@@ -17,15 +21,18 @@ from core.clock import Clock
 from core.config import Config
 from core.exchange.gateway import ExchangeGateway, GatewayError
 from core.log import audit
-from core.models import BUY, SELL, Fill, Market, Opportunity, Order, OrderBook, Position
+from core.models import BUY, SELL, Fill, Market, Opportunity, Order, OrderBook, Position, PositionStatus
 from core.trading.portfolio import Portfolio, to_decimal
 from core.trading.risk import Approval
-from core.trading.rules import Refusal, conform_order
-from core.store.state import FILL_COLUMNS, Store, fill_from_row
+from core.trading.rules import Refusal, conform_order, fill_text
+from core.store.state import Store
 
 log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+POSITION_FIELDS = tuple(f.name for f in dc_fields(Position) if f.name != "highest")  # a high only ever rises
+ORDER_FIELDS = tuple(f.name for f in dc_fields(Order))
+_position_state = operator.attrgetter(*POSITION_FIELDS)
 
 
 class Executor(Protocol):
@@ -169,6 +176,8 @@ class BaseExecutor:
         self._open: dict[int, Position] = {}
         self._remaining: dict[int, Decimal] = {}
         self._saved_high: dict[int, Decimal] = {}
+        # fills of each open position as the store has them: (ts_ms, row id, order intent, fill), sorted
+        self._fills: dict[int, list[tuple[int, int, str, Fill]]] = {}
 
     @property
     def positions(self) -> list[Position]:
@@ -206,16 +215,20 @@ class BaseExecutor:
             log.warning("executor: markets unavailable (%s); orders use no precision limits", exc)
         self._open = {p.id: p for p in await self.store.positions("open")}
         for p in self._open.values():
+            self._fills[p.id] = await self._stored_fills(p.id)
             s = await self._settlement(p)
             self._remaining[p.id] = s.remaining if s.bought > 0 else ZERO
             self._saved_high[p.id] = p.highest
 
+    async def _stored_fills(self, position_id: int, conn=None) -> list[tuple[int, int, str, Fill]]:
+        return [(f.ts_ms, fid, intent, f) for fid, intent, f in await self.store.position_fills(position_id, conn)]
+
     async def _position_fills(self, position_id: int, conn=None) -> list[tuple[str, Fill]]:
-        cols = ", ".join("f." + c for c in FILL_COLUMNS.split(", "))
-        q = (f"SELECT o.intent, {cols} FROM fills f JOIN orders o ON f.order_id = o.client_id "
-             "WHERE o.position_id = ? ORDER BY f.ts_ms, f.id")
-        async with (conn or self.store.db).execute(q, (position_id,)) as cur:
-            return [(r[0], fill_from_row(tuple(r[1:]))) for r in await cur.fetchall()]
+        """``(intent, fill)`` of a position by time: from memory for an open one, else from the store."""
+        rows = self._fills.get(position_id)
+        if rows is None:
+            rows = await self._stored_fills(position_id, conn)
+        return [(intent, f) for _, _, intent, f in rows]
 
     async def _settlement(self, pos: Position) -> Settlement:
         fills = await self._position_fills(pos.id)
@@ -239,10 +252,7 @@ class BaseExecutor:
             log.warning("no price for %s: fees paid in %s count as 0 until one is known", sym, sym.split("/")[0])
 
     async def _orders_of(self, position_id: int) -> list[Order]:
-        async with self.store.db.execute("SELECT client_id FROM orders WHERE position_id=? ORDER BY created_ms",
-                                         (position_id,)) as cur:
-            ids = [r[0] for r in await cur.fetchall()]
-        return [o for o in [await self.store.get_order(i) for i in ids] if o is not None]
+        return await self.store.orders_of(position_id)
 
     async def record(self, order: Order | Callable[[Position], Order], pos: Position,
                      fills: Iterable[Fill] | Callable[[Order], Iterable[Fill]] = (), detail: str = "",
@@ -256,6 +266,7 @@ class BaseExecutor:
         now = self.clock.now_ms()
         new: list[Fill] = []
         inserted = pos.id is None
+        before = _position_state(pos)
         if not callable(fills):
             fills = list(fills)
             await self._price_fee_assets(fills)  # before the transaction: no network call holding the lock
@@ -266,12 +277,16 @@ class BaseExecutor:
                 if callable(order):
                     order = order(pos)
                 order.position_id = pos.id
+                cached = [] if inserted else self._fills.get(pos.id)
+                rows = list(cached) if cached is not None else await self._stored_fills(pos.id, conn)
                 for f in (fills(order) if callable(fills) else fills):
                     f = replace(f, order_id=order.client_id)
-                    if await self.store.add_fill(f, now, conn):
+                    fid = await self.store.add_fill(f, now, conn)
+                    if fid is not None:
                         new.append(f)
+                        bisect.insort(rows, (f.ts_ms, fid, order.intent, f), key=lambda r: (r[0], r[1]))
                 await self.store.save_order(order, detail, conn)
-                s = settle(await self._position_fills(pos.id, conn), pos.base, self.quote, self.prices)
+                s = settle(((i, f) for _, _, i, f in rows), pos.base, self.quote, self.prices)
                 apply_settlement(pos, s)
                 if close_reason is not None:
                     self._close_fields(pos, s, close_reason, now)
@@ -279,39 +294,62 @@ class BaseExecutor:
         except BaseException:
             if inserted:
                 pos.id = None  # the insert was rolled back with everything else
+            else:
+                await self._follow_store(pos, order if isinstance(order, Order) else None, before)
             raise
-        self._track(pos, s)
+        self._track(pos, s, rows)
         self.on_fills(order, new)
         for f in new:
             audit("fill", mode=self.mode, trade_id=f.trade_id, symbol=f.symbol, side=f.side, quantity=f.quantity,
                   price=f.price, fee=f.fee, fee_asset=f.fee_asset, order_id=f.order_id, ts_ms=f.ts_ms)
-            log.info("fill %s %s %s @ %s fee %s %s (order %s)", f.side, f.quantity, f.symbol, f.price, f.fee,
-                     f.fee_asset or "", f.order_id)
+            log.info("fill %s (order %s)", fill_text(self.market(f.symbol), f), f.order_id)
         audit("order", mode=self.mode, client_id=order.client_id, symbol=order.symbol, side=order.side,
               type=order.type, amount=order.amount, price=order.price, status=order.status.value,
               filled=order.filled, intent=order.intent, position_id=pos.id, detail=detail)
         return order, new
 
+    async def _follow_store(self, pos: Position, order: Order | None, before: tuple) -> None:
+        """After a transaction that did not land: the in-memory position and order take back what the
+        store holds (callers may have changed them before ``record``), or, if the store cannot be
+        read either, the position what it was when ``record`` began."""
+        try:
+            stored = await self.store.position(pos.id)
+            stored_order = await self.store.get_order(order.client_id) if order is not None else None
+        except Exception as exc:  # noqa: BLE001 - the store is failing: the snapshot is all there is
+            log.warning("%s #%s: store unreadable after a failed write (%s); in-memory state reset to before it",
+                        pos.symbol, pos.id, exc)
+            stored, stored_order = None, None
+        values = _position_state(stored) if stored is not None else before
+        for name, value in zip(POSITION_FIELDS, values):
+            setattr(pos, name, value)
+        if stored_order is not None:
+            for name in ORDER_FIELDS:
+                setattr(order, name, getattr(stored_order, name))
+
     def on_fills(self, order: Order, fills: list[Fill]) -> None:
         """Called once per durable batch of new fills (the wallet follows them)."""
 
     def _close_fields(self, pos: Position, s: Settlement, reason: str, now: int) -> None:
-        pos.status = "closed"
+        pos.transition(PositionStatus.CLOSED)
         pos.closed_ms = now  # our clock, like opened_ms (exchange trade times may be skewed)
         pos.exit_reason = pos.exit_reason or reason
         if s.sold <= 0 and s.bought <= 0:
             pos.amount = ZERO  # an entry that never filled: not a trade
         pos.pnl = s.pnl if s.bought > 0 else ZERO
 
-    def _track(self, pos: Position, s: Settlement) -> None:
-        if pos.status == "closed":
+    def _track(self, pos: Position, s: Settlement, rows: list[tuple[int, int, str, Fill]] | None = None) -> None:
+        """After a commit: the in-memory view follows what was written (``rows``: the position's fills)."""
+        if pos.status == PositionStatus.CLOSED:
             self._open.pop(pos.id, None)
             self._remaining.pop(pos.id, None)
             self._saved_high.pop(pos.id, None)
+            self._fills.pop(pos.id, None)
         else:
             self._open[pos.id] = pos
             self._remaining[pos.id] = s.remaining if s.bought > 0 else ZERO
             self._saved_high[pos.id] = pos.highest
+            if rows is not None:
+                self._fills[pos.id] = rows
 
     async def close_unfilled(self, pos: Position, reason: str, price: Decimal, why: str) -> None:
         """Close a trade without a (further) fill: an unsellable remainder below the exchange's
@@ -319,21 +357,36 @@ class BaseExecutor:
         s = await self._settlement(pos)
         log.warning("%s #%s: %s; position closed (%s %s left, valued at %s)", pos.symbol, pos.id, why,
                     s.remaining if s.bought > 0 else ZERO, pos.base, price)
-        async with self.store.transaction() as conn:
-            apply_settlement(pos, s)
-            self._close_fields(pos, s, reason, self.clock.now_ms())
+
+        def close(p: Position) -> None:
+            apply_settlement(p, s)
+            self._close_fields(p, s, reason, self.clock.now_ms())
             if s.bought > 0:
-                pos.pnl = s.pnl + max(s.remaining, ZERO) * price
+                p.pnl = s.pnl + max(s.remaining, ZERO) * price
                 if s.sold <= 0:
-                    pos.exit_price = price
-            await self.store.save_position(pos, conn)
+                    p.exit_price = price
+
+        await self.save_closed(pos, s, close)
+
+    async def save_closed(self, pos: Position, s: Settlement, close: Callable[[Position], None]) -> None:
+        """Close ``pos`` without a new fill: ``close`` sets its fields on a copy, which replaces the
+        in-memory position only once the store has it."""
+        new = replace(pos)
+        close(new)
+        try:
+            await self.store.save_position(new)
+        except BaseException:
+            await self._follow_store(pos, None, _position_state(pos))  # e.g. a ``closing`` set before
+            raise
+        for name in POSITION_FIELDS:
+            setattr(pos, name, getattr(new, name))
         self._track(pos, s)
 
     def update_marks(self, prices: dict[str, float]) -> dict[str, Decimal]:
-        for sym, p in prices.items():
-            # convert only what changed: a cycle passes the same prices several times
-            if p is not None and p > 0 and self._priced.get(sym) != p:
-                self._priced[sym] = p
+        # convert only what changed (a set difference in C): a cycle passes the same prices several times
+        for sym, p in prices.items() - self._priced.items():
+            self._priced[sym] = p
+            if p is not None and p > 0:
                 self.prices[sym] = to_decimal(p)
         for pos in self._open.values():
             px = self.prices.get(pos.symbol)
@@ -346,9 +399,7 @@ class BaseExecutor:
         moved = [p for p in self._open.values() if p.highest != self._saved_high.get(p.id)]
         if not moved:
             return
-        async with self.store.transaction() as conn:
-            for p in moved:
-                await conn.execute("UPDATE positions SET highest=? WHERE id=?", (str(p.highest), p.id))
+        await self.store.save_highs([(p.id, p.highest) for p in moved])
         for p in moved:
             self._saved_high[p.id] = p.highest
 

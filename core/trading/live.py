@@ -10,20 +10,20 @@ order ``UNKNOWN_WINDOW_MS`` after it was created, Binance can no longer accept t
 a new id. Fills come from ``fetch_my_trades`` and are recorded once by trade id; a position's
 amount is what its fills bought (net of fees taken in the base asset).
 
-``start()`` reconciles the store with the exchange (order states, fills made while we were down,
-open orders and balances nobody here accounts for) and logs every surprise at WARNING.
+``start()`` reconciles the store with the exchange (``core.trading.reconcile``) before anything
+else is done.
 """
 from __future__ import annotations
 
 import logging
-import secrets as _secrets
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from core.trading.executor import BaseExecutor, client_order_id, sellable
+from core.trading.reconcile import FLAGGED_KEY, TAG_KEY, Reconciliation, short as _short  # noqa: F401
 from core.exchange.gateway import GatewayError, OrderRejected
-from core.models import BUY, SELL, ORDER_TRANSITIONS, Fill, Opportunity, Order, OrderBook, OrderStatus, Position
+from core.models import BUY, SELL, Fill, Opportunity, Order, OrderBook, OrderStatus, Position, PositionStatus
 from core.trading.portfolio import Portfolio, build, to_decimal
 from core.trading.risk import Approval
 from core.trading.rules import Refusal
@@ -31,8 +31,6 @@ from core.trading.rules import Refusal
 log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
-TAG_KEY = "order_tag"
-FLAGGED_KEY = "foreign_trades_seen"  # trades not ours, already reported once
 UNKNOWN_WINDOW_MS = 30_000  # > recvWindow (10 s) + clock skew: an unseen order can no longer appear
 BALANCE_TTL_S = 5.0  # wall time: request economy, not trading logic
 EXIT_RETRY_MS = 60_000  # after an exit order that sold nothing
@@ -41,12 +39,21 @@ MAX_FILL_TRIES = 30  # trade-history looks before a missing fill is reported; th
 SLOW_LOOK_EVERY = 20  # polls between looks after that (a poll every trading.monitor_interval_s)
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the exchange (or the lack of an answer) says about one of our orders."""
+
+    status: OrderStatus
+    filled: Decimal
+    average: Decimal | None = None
+    exchange_id: str | None = None
+
+    @classmethod
+    def of(cls, o: Order) -> "Seen":
+        return cls(o.status, o.filled, o.average, o.exchange_id)
 
 
-class LiveExecutor(BaseExecutor):
+class LiveExecutor(Reconciliation, BaseExecutor):
     mode = "live"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -61,181 +68,21 @@ class LiveExecutor(BaseExecutor):
         self._exit_after: dict[int, int] = {}  # position id -> no new exit attempt before this time
         self.unknown_window_ms = UNKNOWN_WINDOW_MS
         self._fill_tries: dict[str, int] = {}
-
-    # --- start and reconciliation ----------------------------------------------------------------
-    async def start(self) -> None:
-        client = getattr(self.gateway, "exchange", None)  # the ccxt client knows whether BINANCE_TESTNET applied
-        testnet = bool(self.cfg.exchange.testnet or getattr(client, "isSandboxModeEnabled", False))
-        log.warning("LIVE trading on %s%s: real orders will be placed%s", self.cfg.exchange.id,
-                    f" via {self.cfg.exchange.api_url}" if self.cfg.exchange.api_url else "",
-                    " on the TESTNET" if testnet else " with REAL funds (not the testnet)")
-        self.tag = await self._tag()
-        await self._load_positions()
-        for o in await self.store.open_orders():
-            self._orders[o.client_id] = o
-        for pid in list(self._open):
-            for o in await self._orders_of(pid):
-                if o.status.is_final and o.filled > await self._recorded(o):
-                    self._orders[o.client_id] = o
-        await self.reconcile()
-
-    async def _tag(self) -> str:
-        tag = await self.store.get_state(TAG_KEY)
-        if not tag:
-            tag = _secrets.token_hex(3)
-            await self.store.set_state(TAG_KEY, tag)
-        return str(tag)
-
-    async def reconcile(self) -> None:
-        log.info("live: reconciling with the exchange: %d orders to check, %d open positions",
-                 len(self._orders), len(self._open))
-        in_flight = {o.symbol for o in self._orders.values()}
-        for o in list(self._orders.values()):
-            await self._refresh(o, at_start=True)
-        await self._trades_while_down(in_flight)
-        await self._foreign_orders()
-        await self._check_balances()
-        for pos in list(self._open.values()):
-            await self._settle_position(pos)
-        log.info("live: reconciliation done: %d open positions, %d orders in flight", len(self._open),
-                 sum(1 for o in self._orders.values() if not o.status.is_final))
-
-    async def _trades_while_down(self, symbols: set[str]) -> None:
-        """Trades since our last recorded fill on the symbols that had orders in flight (only those
-        can have bot fills we missed): ours get recorded once, anyone else's are flagged once.
-        Holdings changed by hand elsewhere show up in the balance check."""
-        flagged = set(await self.store.get_state(FLAGGED_KEY, []) or [])
-        before = len(flagged)
-        for sym in sorted(symbols):
-            try:
-                page = await self.gateway.fetch_my_trades(sym, since_ms=await self._last_fill_ts(sym))
-            except GatewayError as exc:
-                log.warning("live: could not fetch %s trades to reconcile (%s); will look again with the orders",
-                            sym, _short(exc))
-                continue
-            trades = {t.trade_id: t for t in page if self._valid_fill(t, sym)}
-            for t in sorted(trades.values(), key=lambda t: (t.ts_ms, t.trade_id)):
-                if await self._known_fill(t):
-                    continue
-                o = await self._order_for_trade(t)
-                if o is None:
-                    key = f"{sym}:{t.trade_id}"
-                    if key not in flagged:
-                        flagged.add(key)
-                        log.warning("live: trade %s on %s (%s %s @ %s) was not made by this pitrader: not recorded "
-                                    "as a bot fill (use `pitrader tax import` if it belongs in the ledger)",
-                                    t.trade_id, sym, t.side, t.quantity, t.price)
-                    continue
-                pos = await self._position(o.position_id)
-                log.warning("live: fill %s of order %s (%s %s %s @ %s) was not recorded before the restart: "
-                            "recorded now", t.trade_id, o.client_id, t.side, t.quantity, sym, t.price)
-                if pos is not None:
-                    await self.record(o, pos, [t], detail="fill found at restart")
-                else:
-                    async with self.store.transaction() as conn:
-                        await self.store.add_fill(replace(t, order_id=o.client_id), self.clock.now_ms(), conn)
-        if len(flagged) != before:
-            await self.store.set_state(FLAGGED_KEY, sorted(flagged)[-2000:])
-
-    async def _foreign_orders(self) -> None:
-        try:
-            remote = await self.gateway.fetch_open_orders()
-        except GatewayError as exc:
-            log.warning("live: could not list the exchange's open orders (%s): orders placed by hand are not "
-                        "checked this time", _short(exc))
-            return
-        mine = f"pt{self.tag}-"
-        for r in remote:
-            if r.client_id and await self.store.get_order(r.client_id) is not None:
-                continue
-            if r.client_id and r.client_id.startswith(mine):
-                log.warning("live: open order %s on %s carries this database's id prefix but is not in the store: "
-                            "left alone; check it on the exchange", r.client_id, r.symbol)
-            else:
-                log.warning("live: open order %s on %s (%s %s) was not placed by this pitrader: left alone; "
-                            "what it reserves is not available to pitrader", r.client_id or r.exchange_id, r.symbol,
-                            r.side, r.amount)
-
-    async def _bot_holdings(self) -> dict[str, Decimal]:
-        """Base amounts the bot's own fills left on the account (open positions plus unsellable dust)."""
-        out: dict[str, Decimal] = {}
-        async with self.store.db.execute(
-                "SELECT symbol, side, quantity, fee, fee_asset FROM fills WHERE source='bot'") as cur:
-            for symbol, side, qty, fee, fee_asset in await cur.fetchall():
-                base = symbol.split("/")[0]
-                q = Decimal(qty) if side == BUY else -Decimal(qty)
-                out[base] = out.get(base, ZERO) + q - (Decimal(fee) if fee_asset == base else ZERO)
-        return out
-
-    async def _check_balances(self) -> None:
-        if not await self._refresh_balance(force=True):
-            log.warning("live: balances unavailable: positions not checked against the account this time")
-            return
-        held: dict[str, Decimal] = {}
-        for p in self._open.values():
-            held[p.base] = held.get(p.base, ZERO) + max(self._remaining.get(p.id, ZERO), ZERO)
-        locked: dict[str, Decimal] = {}
-        for o in self._orders.values():
-            if o.side == SELL and not o.status.is_final:
-                base = o.symbol.split("/")[0]
-                locked[base] = locked.get(base, ZERO) + o.amount - o.filled
-        bot = await self._bot_holdings()
-        for base in sorted(set(held) | {a for a, v in self.balance.items() if v > 0 and a != self.quote}):
-            m = self.markets.get(f"{base}/{self.quote}")
-            if m is None and base not in held:
-                continue
-            step = (m.amount_step if m else None) or ZERO
-            have = self.balance.get(base, ZERO) + locked.get(base, ZERO)
-            expect = held.get(base, ZERO)
-            if have + step < expect:
-                log.warning("live: positions on %s hold %s but the account has %s %s: sold or moved outside "
-                            "pitrader?", base, expect, have, base)
-                if have <= 0:
-                    for p in [p for p in self._open.values() if p.base == base and self._remaining.get(p.id, ZERO) > 0]:
-                        px = self.prices.get(p.symbol) or p.entry_price
-                        await self.close_unfilled(p, "balance_missing", px, f"the account holds no {base}")
-                else:
-                    log.warning("live: %s positions will sell what the account holds when they exit", base)
-            elif have > max(expect, bot.get(base, ZERO)) + step:
-                extra = have - max(expect, bot.get(base, ZERO))
-                what = "more than pitrader's positions" if expect > 0 else "that no pitrader position accounts for"
-                log.warning("live: the account holds %s %s, %s %s: the extra %s is left alone (not traded, not in "
-                            "equity)", have, base, what, f"({expect})" if expect > 0 else "", extra)
+        self._lagging: set[str] = set()  # orders reported filled before their trades were seen
 
     # --- store helpers ---------------------------------------------------------------------------
     async def _recorded(self, o: Order) -> Decimal:
-        async with self.store.db.execute("SELECT quantity FROM fills WHERE order_id=?", (o.client_id,)) as cur:
-            return sum((Decimal(r[0]) for r in await cur.fetchall()), ZERO)
+        return await self.store.recorded_quantity(o.client_id)
 
     async def _last_fill_ts(self, symbol: str) -> int | None:
-        async with self.store.db.execute("SELECT MAX(ts_ms) FROM fills WHERE symbol=? AND source='bot'",
-                                         (symbol,)) as cur:
-            row = await cur.fetchone()
-        return row[0] if row and row[0] is not None else None
-
-    async def _known_fill(self, t: Fill) -> bool:
-        async with self.store.db.execute("SELECT 1 FROM fills WHERE source='bot' AND symbol=? AND trade_id=?",
-                                         (t.symbol, t.trade_id)) as cur:
-            return await cur.fetchone() is not None
-
-    async def _order_for_trade(self, t: Fill) -> Order | None:
-        if not t.order_id:
-            return None
-        q = "SELECT client_id FROM orders WHERE symbol=? AND (exchange_id=? OR client_id=?)"
-        async with self.store.db.execute(q, (t.symbol, t.order_id, t.order_id)) as cur:
-            row = await cur.fetchone()
-        return await self.store.get_order(row[0]) if row else None
+        return await self.store.last_fill_ts(symbol)
 
     async def _position(self, pid: int | None) -> Position | None:
         if pid is None:
             return None
         if pid in self._open:
             return self._open[pid]
-        async with self.store.db.execute("SELECT status FROM positions WHERE id=?", (pid,)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        return next((p for p in await self.store.positions(row[0]) if p.id == pid), None)
+        return await self.store.position(pid)
 
     # --- balance and portfolio -------------------------------------------------------------------
     async def _refresh_balance(self, force: bool = False) -> bool:
@@ -264,11 +111,12 @@ class LiveExecutor(BaseExecutor):
 
     def on_fills(self, order: Order, fills: list[Fill]) -> None:
         """Follow market-order fills in the cached balance (saves a balance request per order);
-        anything less plain (resting orders, fees in a third asset) asks the exchange next time."""
+        anything less plain (resting orders, fees in a third asset, trades that arrive after the
+        order reported them filled) asks the exchange next time."""
         if not fills:
             return
         base = order.symbol.split("/")[0]
-        if order.type != "market" or self._balance_ms is None:
+        if order.type != "market" or self._balance_ms is None or order.client_id in self._lagging:
             self._balance_stale = True
             return
         bal = self.balance
@@ -352,7 +200,7 @@ class LiveExecutor(BaseExecutor):
             self._orders.pop(o.client_id, None)
             return
         if o.status.is_final:  # only its fills are missing
-            await self._apply(o, o, pos, "fills fetched")
+            await self._apply(o, Seen.of(o), pos, "fills fetched")
             return
         try:
             remote = await self.gateway.fetch_order(o)
@@ -368,8 +216,7 @@ class LiveExecutor(BaseExecutor):
             (log.warning if at_start or o.exchange_id else log.info)(
                 "live: order %s %s: marked expired", o.client_id, why)
             o.reason = why
-            gone = replace(o, status=OrderStatus.EXPIRED, filled=max(o.filled, await self._recorded(o)))
-            await self._apply(o, gone, pos, why)
+            await self._apply(o, Seen(OrderStatus.EXPIRED, max(o.filled, await self._recorded(o))), pos, why)
             return
         if not self._valid_reply(o, remote):
             log.warning("live: order %s: malformed status reply ignored; will look again", o.client_id)
@@ -377,21 +224,30 @@ class LiveExecutor(BaseExecutor):
         if at_start and (remote.status != o.status or remote.filled != o.filled):
             log.warning("live: order %s changed while pitrader was down: %s %s -> %s %s; adopting the exchange's "
                         "state", o.client_id, o.status.value, o.filled, remote.status.value, remote.filled)
-        await self._apply(o, remote, pos, "status from the exchange")
+        await self._apply(o, Seen.of(remote), pos, "status from the exchange")
 
-    async def _apply(self, o: Order, remote: Order, pos: Position, detail: str) -> None:
+    def _adopted_status(self, o: Order, seen: OrderStatus) -> OrderStatus:
+        """The state ``o`` moves to when the exchange reports ``seen``: the exchange's words mapped
+        onto our table explicitly (``transition`` then raises on anything it still forbids)."""
+        if seen in (OrderStatus.NEW, OrderStatus.SUBMITTED):  # accepted and resting
+            return OrderStatus.PARTIALLY_FILLED if o.filled > 0 else OrderStatus.SUBMITTED
+        if seen == OrderStatus.REJECTED and o.filled > 0:  # cannot be: it traded; it ended with its fills
+            log.warning("live: order %s reported rejected after %s filled: treated as cancelled with its fills",
+                        o.client_id, o.filled)
+            return OrderStatus.CANCELLED
+        return seen
+
+    async def _apply(self, o: Order, seen: "Seen", pos: Position, detail: str) -> None:
         """Adopt the exchange's view of ``o``, record new fills, persist, then settle the position."""
         now = self.clock.now_ms()
         before = (o.status, o.filled, o.exchange_id)
-        if remote.exchange_id and not o.exchange_id:
-            o.exchange_id = remote.exchange_id
-        if remote.filled > o.filled:
-            o.filled = remote.filled
-            o.average = remote.average or o.average
-        status = remote.status
-        if status == OrderStatus.SUBMITTED and o.filled > 0:
-            status = OrderStatus.PARTIALLY_FILLED
-        if status != o.status and status in ORDER_TRANSITIONS[o.status]:
+        if seen.exchange_id and not o.exchange_id:
+            o.exchange_id = seen.exchange_id
+        if seen.filled > o.filled:
+            o.filled = seen.filled
+            o.average = seen.average or o.average
+        status = o.status if o.status.is_final else self._adopted_status(o, seen.status)
+        if status != o.status:
             o.transition(status, now)
         elif status == OrderStatus.PARTIALLY_FILLED and o.filled != before[1]:
             o.updated_ms = now
@@ -403,6 +259,11 @@ class LiveExecutor(BaseExecutor):
         if (o.status, o.filled, o.exchange_id) != before or fills:
             await self.record(o, pos, fills, detail=f"{detail}: {o.status.value} {o.filled}/{o.amount}")
         have = await self._recorded(o)
+        if have < o.filled and o.filled != before[1]:
+            # filled on the exchange, trades not here yet: the cached balance does not show what this
+            # order spent or received, and the trades' arrival must not be subtracted from a fresh one
+            self._lagging.add(o.client_id)
+            self._balance_stale = True
         if o.status.is_final and have < o.filled:
             tries = self._fill_tries[o.client_id] = tries + 1
             if tries == MAX_FILL_TRIES or tries % (50 * SLOW_LOOK_EVERY) == 0:
@@ -411,6 +272,8 @@ class LiveExecutor(BaseExecutor):
                 log.warning("live: order %s reports %s filled but the trade history shows %s after %d looks; "
                             "the position stays open until its trades appear: check the account",
                             o.client_id, o.filled, have, tries)
+        if have >= o.filled:
+            self._lagging.discard(o.client_id)
         if o.status.is_final and have >= o.filled:
             self._orders.pop(o.client_id, None)
             self._fill_tries.pop(o.client_id, None)
@@ -471,10 +334,7 @@ class LiveExecutor(BaseExecutor):
                 why = "entry order missing"
             else:
                 why = f"entry {last.status.value}" + (f": {last.reason}" if last.reason else "")
-            async with self.store.transaction() as conn:
-                self._close_fields(pos, s, why[:200], self.clock.now_ms())
-                await self.store.save_position(pos, conn)
-            self._track(pos, s)
+            await self.save_closed(pos, s, lambda p: self._close_fields(p, s, why[:200], self.clock.now_ms()))
             log.info("live: position #%s on %s closed without a trade: %s", pos.id, pos.symbol, why)
             return
         if pos.status != "closing":
@@ -482,10 +342,8 @@ class LiveExecutor(BaseExecutor):
         px = self.prices.get(pos.symbol) or pos.exit_price or pos.entry_price
         left = sellable(self.market(pos.symbol), s.remaining, px)
         if isinstance(left, Refusal):
-            async with self.store.transaction() as conn:
-                self._close_fields(pos, s, pos.exit_reason or "exit", self.clock.now_ms())
-                await self.store.save_position(pos, conn)
-            self._track(pos, s)
+            await self.save_closed(pos, s, lambda p: self._close_fields(p, s, p.exit_reason or "exit",
+                                                                        self.clock.now_ms()))
             log.info("live: position #%s on %s closed: %s, pnl %s %s", pos.id, pos.symbol, pos.exit_reason,
                      pos.pnl, self.quote)
             return
@@ -527,7 +385,8 @@ class LiveExecutor(BaseExecutor):
         if any(not o.status.is_final for o in await self._orders_of(pos.id)):
             log.info("live: %s #%s: exit waits for the entry order to settle", pos.symbol, pos.id)
             return
-        pos.status, pos.exit_reason = "closing", reason
+        pos.transition(PositionStatus.CLOSING)
+        pos.exit_reason = reason
         await self._send_exit(pos, px)
 
     async def _send_exit(self, pos: Position, px: Decimal) -> None:
@@ -547,11 +406,9 @@ class LiveExecutor(BaseExecutor):
         if free is not None and free < s.remaining:
             log.warning("live: %s #%s: the account holds %s %s, the position %s: selling what is there",
                         pos.symbol, pos.id, free, pos.base, s.remaining)
-        async with self.store.db.execute("SELECT COUNT(*) FROM orders WHERE position_id=? AND intent='exit'",
-                                         (pos.id,)) as cur:
-            attempt = (await cur.fetchone())[0] + 1
+        attempt = await self.store.exit_attempts(pos.id) + 1
         now = self.clock.now_ms()
-        pos.status = "closing"
+        pos.transition(PositionStatus.CLOSING)
         order = Order(client_id=client_order_id(self.tag, pos.id, "exit", attempt), symbol=pos.symbol, side=SELL,
                       type="market", amount=sell, price=None, intent="exit", position_id=pos.id, created_ms=now,
                       updated_ms=now, reason=(pos.exit_reason or "")[:200])

@@ -17,7 +17,7 @@ from core.exchange.gateway import GatewayError
 from core.models import BUY, SELL, Fill, Opportunity, Order, OrderBook, OrderStatus, Position
 from core.trading.portfolio import Portfolio, build, to_decimal
 from core.trading.risk import Approval
-from core.trading.rules import Refusal
+from core.trading.rules import Refusal, at_step
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,10 @@ class PaperExecutor(BaseExecutor):
 
     async def cash_from_fills(self) -> Decimal:
         cash = to_decimal(self.cfg.paper.starting_balance)
-        async with self.store.db.execute(
-                "SELECT side, quantity, price, fee, fee_asset FROM fills WHERE source='bot' ORDER BY id") as cur:
-            for side, qty, price, fee, fee_asset in await cur.fetchall():
-                value = Decimal(qty) * Decimal(price)
-                fee = Decimal(fee) if fee_asset in (None, self.quote) else ZERO
-                cash += (value if side == SELL else -value) - fee
+        for f in await self.store.bot_fills():
+            value = f.quantity * f.price
+            fee = f.fee if f.fee_asset in (None, self.quote) else ZERO
+            cash += (value if f.side == SELL else -value) - fee
         return cash
 
     def on_fills(self, order: Order, fills: list[Fill]) -> None:
@@ -128,7 +126,7 @@ class PaperExecutor(BaseExecutor):
         if limit:
             self._resting[order.client_id] = order
         log.info("paper: %s %s %s %s @ %s (%s)", "placed limit buy" if limit else "bought", order.amount, sym,
-                 f"position #{pos.id}", price, opp.strategy)
+                 f"position #{pos.id}", at_step(price, self.market(sym).price_tick), opp.strategy)
         return pos
 
     # --- exits ------------------------------------------------------------------------------------
@@ -152,7 +150,7 @@ class PaperExecutor(BaseExecutor):
         ref = walk(b.bids, amount) if b is not None else None
         fill_price = (ref if ref is not None else px) * (1 - to_decimal(self.cfg.paper.slippage_pct))
         left = sellable(market, self._remaining[pos.id] - amount, fill_price)
-        attempt = await self._exit_attempts(pos.id) + 1
+        attempt = await self.store.exit_attempts(pos.id) + 1
         now = self.clock.now_ms()
         order = Order(client_id=client_order_id(TAG, pos.id, "exit", attempt), symbol=pos.symbol, side=SELL,
                       type="market", amount=amount, price=None, intent="exit", position_id=pos.id, created_ms=now,
@@ -163,19 +161,14 @@ class PaperExecutor(BaseExecutor):
         await self.record(order, pos, [self._fill(order, amount, fill_price)],
                           detail=f"filled (paper): {reason}",
                           close_reason=reason if isinstance(left, Refusal) else None)
-        log.info("paper: sold %s %s position #%s @ %s: %s (pnl %s)", amount, pos.symbol, pos.id, fill_price, reason,
-                 pos.pnl)
-
-    async def _exit_attempts(self, position_id: int) -> int:
-        async with self.store.db.execute("SELECT COUNT(*) FROM orders WHERE position_id=? AND intent='exit'",
-                                         (position_id,)) as cur:
-            return (await cur.fetchone())[0]
+        log.info("paper: sold %s %s position #%s @ %s: %s (pnl %s)", amount, pos.symbol, pos.id,
+                 at_step(fill_price, market.price_tick), reason, at_step(pos.pnl, market.price_tick))
 
     async def _cancel_resting(self, o: Order, pos: Position, why: str) -> None:
-        self._resting.pop(o.client_id, None)
         o.transition(OrderStatus.CANCELLED, self.clock.now_ms())
         o.reason = why
         await self.record(o, pos, detail=why, close_reason=why if self._remaining.get(pos.id, ZERO) <= 0 else None)
+        self._resting.pop(o.client_id, None)  # only once cancelled in the store (a failed write keeps it resting)
         log.info("paper: limit buy %s on %s cancelled: %s", o.client_id, o.symbol, why)
 
     # --- polling ----------------------------------------------------------------------------------
@@ -190,8 +183,8 @@ class PaperExecutor(BaseExecutor):
             if px is not None and px < o.price:  # traded through the limit: we were filled at it
                 o.transition(OrderStatus.FILLED, now)
                 o.filled, o.average = o.amount, o.price
-                self._resting.pop(o.client_id, None)
                 await self.record(o, pos, [self._fill(o, o.amount, o.price)], detail="filled (paper)")
+                self._resting.pop(o.client_id, None)
                 pos.highest = max(pos.highest, o.price)
                 log.info("paper: limit buy %s %s filled @ %s (price %s)", o.amount, o.symbol, o.price, px)
             elif now - o.created_ms >= self.cfg.trading.entry_timeout_s * 1000:

@@ -1,10 +1,12 @@
 """The risk gate: every entry passes here, and every refusal is logged with its reason and counted.
 
-Sizing: the amount that loses ``risk.risk_per_trade_pct`` of equity if the stop is hit, capped by
-``trading.position_size_pct`` of equity, the room left under ``risk.max_asset_exposure_pct`` for
-the base asset, and the free cash (with fees and slippage headroom); then exchange precision and
-minimums. Halts (daily loss, drawdown from the equity peak), per-pair cooldowns, the equity peak
-and the day's starting equity live in ``bot_state`` so a restart keeps them.
+An entry passes policy (here), pricing (``pricing``: reference price, stop, target), sizing
+(``sizing``: risk-based, capped by position size, asset exposure and cash; then exchange
+precision and minimums) and the order-book checks (``book_checks``). Halts (daily loss,
+drawdown from the equity peak), per-pair cooldowns, the equity peak and the day's starting
+equity live in ``bot_state`` so a restart keeps them.
+
+A refusal is logged at INFO when it starts or changes, at DEBUG while it repeats (``refusals``).
 
 The drawdown halt also raises ``emergency`` (the engine then closes every position) and stays
 until ``risk.max_drawdown_pct`` is changed or it is resumed explicitly: ``pitrader status
@@ -17,16 +19,20 @@ import collections
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from core.clock import Clock
 from core.config import Config
 from core.models import BUY, Market, Opportunity, OrderBook
-from core.trading.portfolio import Portfolio, to_decimal
-from core.trading.rules import Refusal, conform_order, round_step
 from core.store.state import Store
 from core.timeframes import DAY_MS
+from core.trading.book_checks import check_book, one_sided
+from core.trading.portfolio import Portfolio
+from core.trading.pricing import Bracket, entry_bracket
+from core.trading.refusals import GLOBAL_CHECKS, RefusalLog
+from core.trading.rules import fmt_dec, fmt_pct
+from core.trading.sizing import size_entry
 
 log = logging.getLogger(__name__)
 
@@ -58,52 +64,13 @@ def _next_utc_midnight(ts_ms: int) -> int:
     return (ts_ms // DAY_MS + 1) * DAY_MS
 
 
-def _fmt(d: Decimal, places: int = 8) -> str:
-    q = d.quantize(Decimal(1).scaleb(-places)) if d.as_tuple().exponent < -places else d
-    return f"{q.normalize():f}"
-
-
-def _pct(x: Decimal | float) -> str:
-    return f"{float(x) * 100:.2f}%"
-
-
-@dataclass(frozen=True)
-class BookCheck:
-    """Walking the asks for ``amount``: what it would cost and what depth is near the top."""
-
-    best_bid: Decimal
-    best_ask: Decimal
-    spread: Decimal  # (ask - bid) / mid
-    vwap: Decimal | None  # None: the visible book cannot fill the amount
-    slippage: Decimal | None  # vwap / best ask - 1
-    depth_near: Decimal  # base amount offered within max_slippage of the best ask
-
-
-def walk_asks(book: OrderBook, amount: Decimal, max_slippage: Decimal) -> BookCheck:
-    asks = [(to_decimal(p), to_decimal(a)) for p, a in book.asks if p > 0 and a > 0]
-    bids = [(to_decimal(p), to_decimal(a)) for p, a in book.bids if p > 0 and a > 0]
-    best_ask, best_bid = asks[0][0], bids[0][0]
-    mid = (best_ask + best_bid) / 2
-    left, cost = amount, Decimal(0)
-    for price, qty in asks:
-        take = min(left, qty)
-        cost += take * price
-        left -= take
-        if left <= 0:
-            break
-    vwap = cost / amount if left <= 0 else None
-    limit = best_ask * (1 + max_slippage)
-    near = sum((q for p, q in asks if p <= limit), Decimal(0))
-    return BookCheck(best_bid, best_ask, (best_ask - best_bid) / mid, vwap,
-                     None if vwap is None else vwap / best_ask - 1, near)
-
-
 class RiskGate:
     def __init__(self, cfg: Config, store: Store, clock: Clock) -> None:
         self.cfg = cfg
         self.store = store
         self.clock = clock
-        self.rejections: collections.Counter[str] = collections.Counter()
+        self.rejections: collections.Counter[str] = collections.Counter()  # since start, by check
+        self.refusals = RefusalLog()  # what was logged; the engine ends its cycles
         self._halts: dict[str, dict[str, Any]] = {}
         self._cooldowns: dict[str, int] = {}
         self.peak_equity: Decimal | None = None
@@ -199,15 +166,15 @@ class RiskGate:
         start = self.day_start_equity or equity
         loss = (start - equity) / start if start > 0 else Decimal(0)
         if DAILY_LOSS not in self._halts and loss >= Decimal(str(r.max_daily_loss_pct)):
-            reason = (f"equity {_fmt(equity, 2)} is {_pct(loss)} below the UTC day's start {_fmt(start, 2)} "
-                      f"(limit {_pct(r.max_daily_loss_pct)}); new entries halted until {day} ends")
+            reason = (f"equity {fmt_dec(equity, 2)} is {fmt_pct(loss)} below the UTC day's start {fmt_dec(start, 2)} "
+                      f"(limit {fmt_pct(r.max_daily_loss_pct)}); new entries halted until {day} ends")
             self._halts[DAILY_LOSS] = {"reason": reason, "since_ms": now_ms, "until_ms": _next_utc_midnight(now_ms)}
             new.append(f"{DAILY_LOSS}: {reason}")
         peak = self.peak_equity
         dd = (peak - equity) / peak if peak > 0 else Decimal(0)
         if DRAWDOWN not in self._halts and dd >= Decimal(str(r.max_drawdown_pct)):
-            reason = (f"equity {_fmt(equity, 2)} is {_pct(dd)} below the peak {_fmt(peak, 2)} "
-                      f"(limit {_pct(r.max_drawdown_pct)}); positions closed, entries halted until "
+            reason = (f"equity {fmt_dec(equity, 2)} is {fmt_pct(dd)} below the peak {fmt_dec(peak, 2)} "
+                      f"(limit {fmt_pct(r.max_drawdown_pct)}); positions closed, entries halted until "
                       f"`pitrader status --resume` or a new risk.max_drawdown_pct")
             self._halts[DRAWDOWN] = {"reason": reason, "since_ms": now_ms, "until_ms": None,
                                      "limit": r.max_drawdown_pct}
@@ -224,7 +191,7 @@ class RiskGate:
             if self.last_equity is not None:
                 self.peak_equity = self.last_equity
             log.warning("risk: drawdown halt cleared by explicit resume; peak equity reset to %s",
-                        None if self.peak_equity is None else _fmt(self.peak_equity, 2))
+                        None if self.peak_equity is None else fmt_dec(self.peak_equity, 2))
         await self._save()
 
     async def _consume_resume_request(self) -> None:
@@ -242,9 +209,15 @@ class RiskGate:
             self._dirty = True
 
     # --- the gate -------------------------------------------------------------------------------
+    # evaluate() runs four steps, each returning a Rejection or handing on: policy (may this pair be
+    # entered at all: cheap, no book needed; the engine runs it before fetching a book), pricing
+    # (reference price, stop, target), sizing (caps, exchange rules) and the book checks.
     def _reject(self, symbol: str, check: str, reason: str) -> Rejection:
         self.rejections[check] += 1
-        log.info("risk: %s rejected by %s: %s", symbol, check, reason)
+        if check in GLOBAL_CHECKS:
+            self.refusals.refuse(log, symbol, check, "risk: entries refused by %s: %s", check, reason)
+        else:
+            self.refusals.refuse(log, symbol, check, "risk: %s rejected by %s: %s", symbol, check, reason)
         return Rejection(check, reason)
 
     async def evaluate(self, opp: Opportunity, market: Market, book: OrderBook | None,
@@ -255,9 +228,39 @@ class RiskGate:
             if self._dirty:
                 await self._save()
 
+    async def precheck(self, opp: Opportunity, market: Market, portfolio: Portfolio) -> Rejection | None:
+        """The policy step alone: a Rejection, or None if the pair is worth a book and ``evaluate``."""
+        try:
+            return self._policy(opp, market, portfolio)
+        finally:
+            if self._dirty:
+                await self._save()
+
     def _evaluate(self, opp: Opportunity, market: Market, book: OrderBook | None,
                   portfolio: Portfolio) -> Approval | Rejection:
-        cfg, r, t = self.cfg, self.cfg.risk, self.cfg.trading
+        sym = opp.symbol
+        if (no := self._policy(opp, market, portfolio)) is not None:
+            return no
+        if book is not None and (bad := one_sided(book)) is not None:
+            return self._reject(sym, *bad)
+        bracket = entry_bracket(opp, market, self.cfg.trading, book)
+        if not isinstance(bracket, Bracket):
+            return self._reject(sym, *bracket)
+        size = size_entry(self.cfg, portfolio, market, bracket.price, bracket.stop)
+        if isinstance(size, tuple):
+            return self._reject(sym, *size)
+        amount, ref, stop = size.order.amount, bracket.price, bracket.stop
+        if self.cfg.trading.order_type == "limit":
+            ref = size.order.price
+        if book is not None and (bad := check_book(book, amount, market.base, self.cfg.risk)) is not None:
+            return self._reject(sym, *bad)
+        reason = (f"size {fmt_dec(amount * ref, 2)} {market.quote} bound by {size.binding} "
+                  f"(equity {fmt_dec(portfolio.equity, 2)}, stop {fmt_pct((ref - stop) / ref)} below)")
+        return Approval(amount=amount, price=ref, stop=stop, target=bracket.target, reason=reason)
+
+    def _policy(self, opp: Opportunity, market: Market, portfolio: Portfolio) -> Rejection | None:
+        """Whether this pair may be entered now at all: side, halts, score, quote, slots, cooldown."""
+        cfg, r = self.cfg, self.cfg.risk
         sym, now = opp.symbol, self.clock.now_ms()
         h = self._halts.get(DAILY_LOSS)
         if h is not None and h.get("until_ms") and now >= h["until_ms"]:
@@ -287,72 +290,4 @@ class RiskGate:
             self._dirty = True
         if not (opp.price > 0):
             return self._reject(sym, "price", f"no usable price ({opp.price})")
-        if book is not None and (not book.asks or not book.bids):
-            return self._reject(sym, "book", "the order book is empty on one side")
-        limit = t.order_type == "limit"
-        ref = to_decimal(opp.price)
-        if book is not None and not limit:
-            ref = to_decimal(book.asks[0][0])  # a market buy starts at the best ask
-        if limit:
-            ref = round_step(ref, market.price_tick, ROUND_DOWN)
-        if ref <= 0:
-            return self._reject(sym, "price", f"no usable price ({ref})")
-
-        # Stop and target: the strategy's, but the stop never wider than trading.stop_loss_pct.
-        floor = ref * (1 - Decimal(str(t.stop_loss_pct)))
-        s = to_decimal(opp.stop) if opp.stop == opp.stop else Decimal(0)  # NaN-safe
-        stop = max(s, floor) if 0 < s < ref else floor
-        stop = min(round_step(stop, market.price_tick, ROUND_UP), ref)
-        tg = to_decimal(opp.target) if opp.target == opp.target else Decimal(0)
-        target = tg if tg > ref else ref * (1 + Decimal(str(t.take_profit_pct)))
-        target = round_step(target, market.price_tick, ROUND_DOWN)
-        if not (stop < ref < target):
-            return self._reject(sym, "stop", f"stop {stop} / target {target} do not bracket the price {ref} "
-                                             f"at the market's tick {market.price_tick}")
-
-        # Size: risk-based, then every cap; the smallest binds.
-        equity = portfolio.equity
-        if equity <= 0:
-            return self._reject(sym, "equity", f"equity is {equity}")
-        fee = Decimal(str(cfg.paper.fee_pct))
-        headroom = (1 + fee) * (1 if limit else 1 + Decimal(str(r.max_slippage_pct)))
-        caps = {
-            "risk": equity * Decimal(str(r.risk_per_trade_pct)) * ref / (ref - stop),
-            "position_size": equity * Decimal(str(t.position_size_pct)),
-            "exposure": equity * Decimal(str(r.max_asset_exposure_pct)) - portfolio.exposure(market.base),
-            "cash": portfolio.cash / headroom,
-        }
-        binding = min(caps, key=lambda k: caps[k])
-        value = caps[binding]
-        if value <= 0:
-            why = {"exposure": f"{market.base} exposure {_fmt(portfolio.exposure(market.base), 2)} already at "
-                               f"risk.max_asset_exposure_pct ({_pct(r.max_asset_exposure_pct)} of equity)",
-                   "cash": f"no free {market.quote} (cash {_fmt(portfolio.cash, 2)})"}.get(binding, "no room")
-            return self._reject(sym, binding, why)
-        order = conform_order(market, BUY, value / ref, ref)
-        if isinstance(order, Refusal):
-            check = binding if binding in ("cash", "exposure") else "exchange_rules"
-            return self._reject(sym, check, f"size {_fmt(value, 2)} {market.quote} (bound by {binding}): "
-                                            f"{order.reason}")
-        amount = order.amount
-        if limit:
-            ref = order.price
-
-        if book is not None:
-            bc = walk_asks(book, amount, Decimal(str(r.max_slippage_pct)))
-            if bc.spread > Decimal(str(r.max_spread_pct)):
-                return self._reject(sym, "spread", f"spread {_pct(bc.spread)} above risk.max_spread_pct "
-                                                   f"({_pct(r.max_spread_pct)})")
-            if bc.vwap is None:
-                return self._reject(sym, "depth", f"the visible book cannot fill {amount} {market.base}")
-            if bc.slippage > Decimal(str(r.max_slippage_pct)):
-                return self._reject(sym, "slippage", f"buying {amount} would cost {_pct(bc.slippage)} over the best "
-                                                     f"ask (risk.max_slippage_pct {_pct(r.max_slippage_pct)})")
-            need = amount * Decimal(str(r.min_depth_multiple))
-            if bc.depth_near < need:
-                return self._reject(sym, "depth", f"{_fmt(bc.depth_near)} {market.base} offered within the slippage "
-                                                  f"limit, need {_fmt(need)} ({r.min_depth_multiple}x the order)")
-
-        reason = (f"size {_fmt(amount * ref, 2)} {market.quote} bound by {binding} "
-                  f"(equity {_fmt(equity, 2)}, stop {_pct((ref - stop) / ref)} below)")
-        return Approval(amount=amount, price=ref, stop=stop, target=target, reason=reason)
+        return None

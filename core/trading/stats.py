@@ -9,7 +9,9 @@ Money stays Decimal (PnL, fees, best/worst); ratios are floats. Definitions:
   snapshot spacing; Sharpe = mean / sample std, Sortino = mean / downside
   deviation (root mean square of the negative returns, target 0); risk-free rate 0;
 - max drawdown is the largest fall from a running peak (``start_equity`` included) as a fraction
-  of that peak; its duration runs from the peak until equity is back at it (or the last snapshot);
+  of that peak; its duration runs from the peak until equity is back at it (or the last snapshot).
+  The engine's equity snapshots are the marked-to-market equity the risk gate judges each cycle,
+  so this is the drawdown its halt measures: one definition for demo, status, backtest and halts;
 - exposure is the fraction of the covered time with at least one position open.
 """
 from __future__ import annotations

@@ -58,3 +58,19 @@ def test_paper_engine_runs_against_the_exchange(emu, config_file, tmp_path):
         fills = db.execute("SELECT count(*) FROM fills WHERE side='buy'").fetchone()[0]
     assert entries >= 1 and fills == entries  # paper fills at the exchange's real order book
     assert emu.order_list == []  # paper mode never sends an order
+
+
+def test_live_run_with_a_refused_key_exits_78_with_one_line(emu, config_file, tmp_path):
+    """-2015 at start: a configuration error, not an outage to retry forever (issue 15 item 7)."""
+    secret = "wrong-secret-5f3a9c"
+    env = tmp_path / "pitrader.env"
+    env.write_text(f"BINANCE_API_KEY=wrong-key-81c2e7\nBINANCE_API_SECRET={secret}\n")
+    env.chmod(0o600)
+    cfg = config_file({"mode": "live", "exchange": {"api_url": emu.url, "timeout_s": 2},
+                       "universe": {"min_quote_volume": 0}, "scanner": {"interval_s": 1}})
+    proc = _cli(cfg, tmp_path, "--env-file", str(env), "run", "--max-cycles", "3", timeout=120)
+    assert proc.returncode == 78, proc.stdout + proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("pitrader:")]
+    assert len(lines) == 1 and "code -2015" in lines[0] and "refused the API key" in lines[0], proc.stderr
+    assert secret not in proc.stderr + proc.stdout and "wrong-key-81c2e7" not in proc.stderr + proc.stdout
+    assert emu.order_list == []

@@ -23,9 +23,9 @@ def doctor(emu, config_file, tmp_path, capsys, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     emu.faults.clear()
 
-    def run(*extra, env: str | None = "", api_url: str | None = None, overrides=None):
+    def run(*extra, env: str | None = "", api_url: str | None = None, overrides=None, state_dir=None):
         cfg = config_file({"exchange": {"api_url": api_url or emu.url, "timeout_s": 1}, **(overrides or {})})
-        args = ["--config", str(cfg)]
+        args = ["--config", str(cfg), "--state-dir", str(state_dir or tmp_path / "state")]
         if env is not None:
             path = tmp_path / "pitrader.env"
             path.write_text(env)
@@ -50,8 +50,8 @@ def rows(out: str) -> dict[str, str]:
 def test_healthy_setup_with_keys(doctor):
     code, out, err = doctor(env=f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}\n")
     assert code == 0, out
-    assert rows(out) == {"config": "ok", "connectivity": "ok", "server time": "ok", "markets": "ok",
-                         "universe": "ok", "API keys": "ok", "rate limit": "ok"}
+    assert rows(out) == {"state directory": "ok", "numba cache": "ok", "config": "ok", "connectivity": "ok",
+                         "server time": "ok", "markets": "ok", "universe": "ok", "API keys": "ok", "rate limit": "ok"}
     assert "1234.5 USDT free" in out and "126 spot markets" in out and "ready" in out
     assert SECRET not in out + err and KEY not in out + err
 
@@ -111,3 +111,14 @@ def test_bad_config_exits_78_before_any_request(doctor, emu):
     code, out, err = doctor(env="", overrides={"exchange": {"api_url": emu.url, "max_concurrency": 0}})
     assert code == 78 and "exchange.max_concurrency" in err
     assert len(emu.requests) == mark
+
+
+def test_unusable_state_dir_and_numba_cache_are_not_ready(doctor, tmp_path, monkeypatch):
+    """Issue 14 item 9: `doctor` said "ready" where `run` died with a traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "numba"))
+    code, out, err = doctor(state_dir=blocker / "state")
+    r = rows(out)
+    assert code == 1 and r["state directory"] == "fail" and r["numba cache"] == "fail"
+    assert str(blocker / "state") in out and "not ready" in out

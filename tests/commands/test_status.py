@@ -99,3 +99,21 @@ def test_status_without_state(tmp_path, config_file, capsys):
     assert main(["--config", str(config_file()), "--state-dir", str(tmp_path), "status", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["equity"] is None and doc["open_positions"] == [] and doc["halts"] == []
+
+
+def test_status_on_a_corrupt_database_is_one_line_and_exit_74(tmp_path, config_file, capsys):
+    """Issue 15 item 3: pages damaged behind an intact header (what a failing SD card leaves)."""
+    state = tmp_path / "state"
+    build_state(state, T)
+    path = db_path(state, "paper")
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page:] = bytes((i * 37 + 11) % 256 for i in range(len(data) - page))
+    path.write_bytes(bytes(data))
+    for args in ([], ["--json"]):
+        code = main(["--config", str(config_file()), "--state-dir", str(state), "status", *args])
+        out = capsys.readouterr()
+        assert code == 74, out
+        lines = out.err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.err, out.err
+        assert "malformed" in lines[0] or "not a database" in lines[0], lines

@@ -326,3 +326,136 @@ def test_gateway_errors_are_not_swallowed():
 
     with pytest.raises(GatewayError, match="unknown symbol"):
         asyncio.run(g.run("market", 1, bad))
+
+
+# --- log once per event ------------------------------------------------------------------------
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_429s_of_requests_in_flight_are_one_event(caplog):
+    ft = FakeTime()
+    b = budget(ft)
+    b.pause(1)
+    for _ in range(6):  # the other requests in flight get their 429 a little later
+        ft.t += 0.01
+        b.pause(1)
+    assert _warnings(caplog) == ["exchange rate limit hit (429): no requests for 1 s"]
+    ft.t += 5
+    b.pause(2)  # a new event once the first pause is over
+    assert len(_warnings(caplog)) == 2
+
+
+def test_a_ban_is_said_once_with_its_end_however_many_requests_are_refused(caplog):
+    ft = FakeTime(wall0=1_700_000_000.0)  # 2023-11-14 22:13:20 UTC
+    g = guard(ft)
+    sent = []
+
+    async def banned():
+        sent.append(1)
+        raise RateLimited("418", retry_after_s=120.0, banned=True)
+
+    async def go():
+        for _ in range(50):  # a scan's worth of requests during the ban
+            with pytest.raises(RateLimited):
+                await g.run("market", 2, banned)
+            ft.t += 0.1
+
+    asyncio.run(go())
+    assert len(sent) == 1  # the rest were refused before sending
+    assert _warnings(caplog) == ["exchange banned this IP (418) until 22:15:20 UTC: no requests for 120 s"]
+
+
+# --- hedged reads: a hung request must not hold a slot for its whole timeout ----------------------
+
+def hedging_guard(concurrency=4, timeout_s=5.0, **kw) -> RequestGuard:
+    return RequestGuard(WeightBudget(100_000, 0.5), concurrency=concurrency, timeout_s=timeout_s, retries=2,
+                        backoff=Backoff(0.01, 0.02, random.Random(0)), hedge_min_s=0.01, hedge_max_s=0.01, **kw)
+
+
+def test_a_hung_read_is_answered_by_its_twin_and_the_hung_one_cancelled():
+    g = hedging_guard()
+    calls, cancelled = [], []
+
+    async def read():
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                await asyncio.Event().wait()  # hangs
+            except asyncio.CancelledError:
+                cancelled.append(1)
+                raise
+        return "ok"
+
+    assert asyncio.run(g.run("market", 2, read, hedge=True)) == "ok"
+    assert len(calls) == 2 and cancelled == [1] and g.hedged == 1 and g.hedge_wins == 1
+    assert g.budget.inflight == 0 and g.failures == 0  # the loser's weight released; no failure counted
+
+
+def test_hung_requests_do_not_starve_the_others():
+    """Every 10th request hangs, with 4 slots: without twins the hung ones hold every slot until
+    they time out, and each counts as a failure for the circuit breaker."""
+    g = hedging_guard(concurrency=4)
+    n = [0]
+
+    async def read():
+        n[0] += 1
+        if n[0] % 10 == 1:
+            await asyncio.Event().wait()
+        return 1
+
+    async def go():
+        return await asyncio.gather(*(g.run("market", 2, read, hedge=True) for _ in range(40)))
+
+    assert sum(asyncio.run(go())) == 40
+    assert g.failures == 0 and g.retried == 0 and g.breaker("market").state == "closed"
+    assert 4 <= g.hedged <= 8
+
+
+def test_twins_are_bounded_and_never_sent_for_what_must_not_repeat():
+    g = hedging_guard(timeout_s=0.1)
+    g.retries = 0
+    calls = []
+
+    async def hang():
+        calls.append(1)
+        await asyncio.Event().wait()
+
+    with pytest.raises(TemporaryError, match="no reply within"):
+        asyncio.run(g.run("market", 2, hang, hedge=True))
+    assert len(calls) == 1 + RequestGuard.MAX_HEDGES
+    calls.clear()
+    with pytest.raises(TemporaryError, match="no reply within"):
+        asyncio.run(g.run("orders", 1, hang, retries=0))  # an order: hedge not asked for
+    assert calls == [1]
+
+
+def test_a_definite_answer_from_a_twin_ends_the_race():
+    g = hedging_guard()
+    calls = []
+
+    async def read():
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.Event().wait()
+        raise OrderRejected("unknown symbol")
+
+    with pytest.raises(OrderRejected):
+        asyncio.run(g.run("orders", 4, read, hedge=True))
+    assert len(calls) == 2
+
+
+def test_hedge_delay_follows_the_median_latency_within_its_bounds():
+    g = RequestGuard(WeightBudget(100_000, 0.5), timeout_s=10, hedge_min_s=0.5, hedge_max_s=5.0)
+    assert g.hedge_delay() == 5.0  # no latency known yet: the cautious end
+
+    async def fast():
+        return 1
+
+    async def go():
+        for _ in range(RequestGuard.HEDGE_SAMPLES):
+            await g.run("market", 1, fast, hedge=True)
+
+    asyncio.run(go())
+    assert g.hedge_delay() == 0.5  # loopback-fast replies: the floor, never sooner

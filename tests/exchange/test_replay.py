@@ -5,9 +5,12 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from core.clock import VirtualClock
+from core.exchange.day_tickers import day_windows
 from core.exchange.replay import DataError, ReplayGateway, load_csv
+from core.timeframes import DAY_MS
 from tests.conftest import OHLCV_1H
 
 H = 3_600_000
@@ -87,3 +90,67 @@ def test_gzip_and_markets(sample_copy):
     assert btc.min_cost == 10 and btc.price_tick == Decimal("0.01")
     raw = gzip.decompress((sample_copy / "1h" / "BTC_USDT.csv.gz").read_bytes()).decode().splitlines()
     assert len(raw) - 1 == len(gw.data["1h"]["BTC/USDT"])
+
+
+# --- 24 h tickers (core.exchange.day_tickers): the old per-symbol formula is the oracle ------------
+
+def _ticker_by_hand(arr: np.ndarray, now: int, tf_ms: int = H):
+    """What fetch_tickers returned before the kernel: bisects, np.sum, max and min per symbol."""
+    import bisect
+
+    n = bisect.bisect_right(arr[:, 0].tolist(), now - tf_ms)
+    if n == 0:
+        return None
+    day = arr[bisect.bisect_right(arr[:, 0].tolist(), now - DAY_MS - 1, 0, n):n]
+    return (int(arr[n - 1, 0]) + tf_ms, float(arr[n - 1, 4]),
+            float(day[:, 2].max()) if len(day) else None, float(day[:, 3].min()) if len(day) else None,
+            float(np.sum(day[:, 4] * day[:, 5])) if len(day) else 0.0)
+
+
+def test_tickers_equal_the_per_symbol_formula_bit_for_bit(gw):
+    """Random moments, plus every hour around COCOS's 97 h halt (an empty 24 h window while the
+    pair is listed: no high/low, zero volume)."""
+    rng = np.random.default_rng(11)
+    cocos = gw.data["1h"]["COCOS/USDT"]
+    k = int(np.argmax(np.diff(cocos[:, 0]))) + 1
+    halt = range(int(cocos[k - 1, 0]), int(cocos[k, 0]) + 3 * H, H)
+    moments = [int(t) for t in rng.integers(gw.start_ms - H, gw.end_ms + 30 * H, 300)] + list(halt)
+    empty_windows = 0
+    for t in moments:
+        gw.clock._now = t
+        got = asyncio.run(gw.fetch_tickers())
+        for sym, arr in gw.data["1h"].items():
+            want = _ticker_by_hand(arr, t)
+            tick = got.get(sym)
+            assert (None if tick is None else (tick.ts_ms, tick.last, tick.high, tick.low, tick.quote_volume)) == want
+            empty_windows += want is not None and want[2] is None
+    assert empty_windows > 0
+    gw.clock._now = gw.end_ms
+    assert list(asyncio.run(gw.fetch_tickers(["ETH/USDT", "NOPE/USDT", "BTC/USDT"]))) == ["ETH/USDT", "BTC/USDT"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_day_windows_property(data):
+    """Any candles (gaps, zero volumes, windows of 0..1440 candles: numpy's pairwise blocks and
+    their split at 128) and any query times: count, span, high, low and the quote volume are
+    exactly the direct computation's."""
+    tf_ms = data.draw(st.sampled_from([60_000, 3_600_000]))
+    n = data.draw(st.integers(0, 1600 if tf_ms == 60_000 else 60))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    steps = np.where(rng.random(n) < 0.05, rng.integers(2, 200, n), 1)
+    arr = np.zeros((n, 6))
+    arr[:, 0] = 1_600_000_000_000 // tf_ms * tf_ms + np.cumsum(steps) * tf_ms
+    arr[:, 1:5] = rng.lognormal(0, 3, (n, 1)) * rng.uniform(0.9, 1.1, (n, 4))
+    arr[:, 5] = rng.lognormal(5, 4, n) * (rng.random(n) < 0.9)
+    lo_t = int(arr[0, 0]) - tf_ms if n else 0
+    hi_t = int(arr[-1, 0]) + DAY_MS + 2 * tf_ms if n else 1
+    now = np.array(data.draw(st.lists(st.integers(lo_t, hi_t), min_size=1, max_size=20)), dtype=np.int64)
+    count, span, qv, high, low = day_windows(arr, 0, n, now, tf_ms)
+    for q, t in enumerate(now.tolist()):
+        want = _ticker_by_hand(arr, t, tf_ms)
+        c = int(np.searchsorted(arr[:, 0], t - tf_ms, side="right"))
+        assert count[q] == c
+        if want is None:
+            continue
+        assert (float(high[q]) if span[q] else None, float(low[q]) if span[q] else None, float(qv[q])) == want[2:]

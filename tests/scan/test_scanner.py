@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import talib
+from hypothesis import given, settings, strategies as st
 
-from core.scan.candles import CandleStore
+from core.scan.candles import CandleStore, CandleView
 from core.config import config_from_dict
 from core.scan.scanner import CONFIRM_EMA, HALF_AGREEMENT, Scanner
 from strategies import registry
@@ -153,3 +154,100 @@ def test_multi_timeframe_confirmation_changes_the_result():
             outcomes["dropped"] += 1
     assert set(confirmed) <= {o.symbol for o in without.opportunities}  # confirmation never adds
     assert all(outcomes.values()), outcomes
+
+
+# --- data quality: one implementation, two shapes (core.scan.quality) ---------------------------
+
+def _data_problems_before(view, need, now_ms, gap_limit, jump_ratio):
+    """The scanner's data_problems as it was before core.scan.quality (the oracle)."""
+    from datetime import UTC, datetime
+
+    def when(ms):
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def duration(ms):
+        hours = ms / 3_600_000
+        return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+    tf, tf_ms = view.timeframe, HOUR
+    counts, ts, close = view.counts, view.ts, view.close
+    out: dict[int, list[str]] = {}
+
+    def add(mask, text):
+        for i in np.flatnonzero(mask):
+            out.setdefault(int(i), []).append(text(int(i)))
+
+    add(counts == 0, lambda i: f"no {tf} candles")
+    add((counts > 0) & (counts < need), lambda i: f"too little history: {counts[i]} {tf} candles, needs {need}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad = np.count_nonzero(view.volume >= 0, axis=1) != counts
+        for x in (view.open, view.high, view.low, close):
+            bad |= np.count_nonzero((x > 0) & (x < np.inf), axis=1) != counts
+        add(bad & (counts > 0), lambda i: f"bad data: non-finite or non-positive values in the {tf} candles")
+        age = now_ms - (ts[:, -1] + tf_ms)
+        add(age > 2 * tf_ms, lambda i: f"stale: last {tf} candle closed {duration(age[i])} ago")
+        step = np.diff(ts, axis=1)
+        gaps = step > (gap_limit + 1) * tf_ms
+
+        def gap_text(i):
+            j = np.flatnonzero(gaps[i])[-1]
+            return f"quarantined: {tf} data gap of {step[i, j] / tf_ms - 1:.0f} candles before {when(ts[i, j + 1])}"
+
+        add(gaps.any(axis=1), gap_text)
+        ratio = close[:, 1:] / close[:, :-1]
+        jumps = (ratio > jump_ratio) | (ratio * jump_ratio < 1.0)
+
+        def jump_text(i):
+            j = np.flatnonzero(jumps[i])[-1]
+            return f"quarantined: {tf} close moved x{ratio[i, j]:.4g} at {when(ts[i, j + 1])}"
+
+        add(jumps.any(axis=1), jump_text)
+    return out
+
+
+def _view(rows: list[np.ndarray], capacity: int) -> CandleView:
+    """A right-aligned, NaN-padded view like the candle store's."""
+    data = np.full((6, len(rows), capacity), np.nan)
+    for p, r in enumerate(rows):
+        if len(r):
+            data[:, p, capacity - len(r):] = r.T
+    return CandleView("1h", tuple(f"P{p}/USDT" for p in range(len(rows))), *data,
+                      np.array([len(r) for r in rows], dtype=np.int64))
+
+
+@st.composite
+def histories(draw):
+    n = draw(st.integers(1, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    steps = np.where(rng.random(n) < 0.1, rng.integers(2, 9, n), 1)
+    arr = np.empty((n, 6))
+    arr[:, 0] = 1_609_459_200_000 + np.cumsum(steps) * HOUR
+    close = np.exp(np.cumsum(rng.normal(0, 0.05, n) + np.where(rng.random(n) < 0.08, rng.normal(0, 2, n), 0)))
+    arr[:, 1:5] = close[:, None] * rng.uniform(0.98, 1.02, (n, 4))
+    arr[:, 5] = rng.lognormal(3, 1, n)
+    for _ in range(draw(st.integers(0, 2))):  # bad values
+        arr[rng.integers(n), rng.integers(1, 6)] = draw(st.sampled_from([np.nan, 0.0, -1.0, np.inf]))
+    return arr, draw(st.integers(1, 12)), draw(st.integers(0, 4)), draw(st.sampled_from([1.5, 3.0])), \
+        int(draw(st.integers(0, 5 * HOUR)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_quality_is_the_old_data_problems_live_and_over_every_prefix(case):
+    """The live call (store view, one row per pair) and the backtest's (one pair's history asked at
+    every candle) both say what the scanner's old data_problems said about the window 0..k."""
+    from core.scan.quality import CandleChecks, data_problems
+
+    arr, need, gap_limit, jump_ratio, late = case
+    n = len(arr)
+    prefixes = [arr[:k + 1] for k in range(-1, n)]
+    now = np.array([int(arr[max(k, 0), 0]) + HOUR + late for k in range(-1, n)], dtype=np.int64)
+    checks = CandleChecks("1h", *arr.T, gap_limit, jump_ratio)
+    last = np.arange(-1, n)
+    flags = checks.flags(last, last + 1, need, now)
+    for j, (rows, t) in enumerate(zip(prefixes, now.tolist())):
+        view = _view([rows, arr], n + 2)
+        want = _data_problems_before(view, need, t, gap_limit, jump_ratio)
+        assert data_problems(view, need, t, gap_limit, jump_ratio) == want
+        k = j - 1
+        assert checks.reasons((), k, k + 1, int(flags[j]), need, t) == want.get(0, [])

@@ -3,6 +3,7 @@ import asyncio
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -10,7 +11,8 @@ from core.clock import VirtualClock
 from core.config import Config, UniverseConfig, config_from_dict
 from core.exchange.gateway import TemporaryError
 from core.models import Market, Ticker
-from core.scan.universe import Universe, exclusion_reason, is_leveraged, select_universe
+from core.scan.universe import (RETRY_MS, STABLE_ASSETS, RefreshSchedule, Universe, eligible, exclusion_reason,
+                                is_leveraged, pair_rules, select_universe, top_pairs)
 from tests.support.binance_fixtures import real_markets_and_tickers
 
 
@@ -194,3 +196,67 @@ def test_first_selection_failure_raises():
     gw.fail = True
     with pytest.raises(TemporaryError):
         asyncio.run(Universe(gw, Config(), VirtualClock(0)).symbols())
+
+
+# --- the array rules: the old per-pair loop is the oracle; pairs x cycles = cycle by cycle ----------
+
+def _select_before(markets, tickers, cfg):
+    """select_universe as it was before the array rules (per pair, one tuple sort)."""
+    bases = {m.base for m in markets.values()}
+    chosen = []
+    for sym, m in markets.items():
+        t = tickers.get(sym)
+        if m.quote != cfg.quote or not m.active or t is None or any(fnmatchcase(sym, p) for p in cfg.exclude):
+            continue
+        forced = any(fnmatchcase(sym, p) for p in cfg.include)
+        if not forced:
+            qv = t.quote_volume or 0.0
+            stable = m.base in STABLE_ASSETS and m.quote in STABLE_ASSETS
+            wide = bool(t.bid and t.ask) and (t.ask - t.bid) / ((t.ask + t.bid) / 2) > cfg.max_spread_pct
+            if stable or is_leveraged(m.base, bases) or qv < cfg.min_quote_volume or t.last < cfg.min_price or wide:
+                continue
+        chosen.append((0 if forced else 1, -(t.quote_volume or 0.0), sym))
+    chosen.sort()
+    return [sym for _, _, sym in chosen[: cfg.max_pairs]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(universes())
+def test_selection_equals_the_per_pair_loop(case):
+    markets, tickers, cfg = case
+    assert select_universe(markets, tickers, cfg) == _select_before(markets, tickers, cfg)
+
+
+@settings(max_examples=100, deadline=None)
+@given(universes(), st.integers(1, 6), st.randoms(use_true_random=False))
+def test_pairs_by_cycles_equals_cycle_by_cycle(case, cycles, rnd):
+    """The backtest's (pairs x cycles) call selects, at every cycle, what select_universe selects
+    from that cycle's tickers (volumes and prices vary per cycle; some pairs are not listed)."""
+    markets, tickers, cfg = case
+    symbols = sorted(markets)
+    per_cycle = []
+    for _ in range(cycles):
+        per_cycle.append({s: replace(t, quote_volume=rnd.choice([None, 0.0, 5e5, 1e6, 2e6, rnd.uniform(0, 1e9)]),
+                                     last=rnd.choice([0.5, 2.0, t.last]), bid=None, ask=None)
+                          for s, t in tickers.items() if rnd.random() < 0.9})
+    shape = (len(symbols), cycles)
+    qv, last, listed = np.zeros(shape), np.full(shape, np.nan), np.zeros(shape, dtype=bool)
+    for i, ticks in enumerate(per_cycle):
+        for p, s in enumerate(symbols):
+            if s in ticks:
+                listed[p, i], qv[p, i], last[p, i] = True, ticks[s].quote_volume or 0.0, ticks[s].last
+    allowed, forced, code = pair_rules(symbols, [markets[s] for s in symbols], cfg, {m.base for m in markets.values()})
+    chosen = top_pairs(eligible(allowed, forced, code, listed, qv, last, cfg), forced, qv, cfg.max_pairs)
+    for i, ticks in enumerate(per_cycle):
+        assert [symbols[p] for p in np.flatnonzero(chosen[:, i])] == sorted(select_universe(markets, ticks, cfg))
+
+
+def test_refresh_schedule():
+    s = RefreshSchedule()
+    assert s.due(0)
+    assert s.settle(0, False, 3600) and s.due(1)  # nothing selected yet: ask again at once
+    assert s.settle(1, True, 3600) and not s.due(3_600_000) and s.due(3_600_001)
+    assert not s.settle(3_600_001, False, 3600)  # empty refresh: previous selection stays ...
+    assert not s.due(3_600_001 + RETRY_MS - 1) and s.due(3_600_001 + RETRY_MS)  # ... retried a minute later
+    s.retry(5_000_000)
+    assert not s.due(5_000_000 + RETRY_MS - 1) and s.due(5_000_000 + RETRY_MS)

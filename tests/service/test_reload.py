@@ -84,3 +84,115 @@ def test_notify_and_reload_good_then_bad_config(tmp_path, config_file):
     assert proc.returncode == 0, log.read_text()[-3000:]
     assert any("STOPPING=1" in m for m in drain())
     sock.close()
+
+
+def test_sighup_is_acknowledged_and_applied_during_the_wait_not_at_the_next_cycle(tmp_path, monkeypatch):
+    """Issue 14 item 4: a reload between cycles wakes the wait (RELOADING=1, then READY=1) while the
+    next cycle is an hour away; before, it waited for the cycle boundary."""
+    import asyncio
+    from dataclasses import replace as dc_replace
+
+    from core.config import Config
+    from core.engine import Engine
+    from core.exchange.setup import replay_setup
+    from core.service.hooks import ServiceHooks
+    from core.store.state import Store
+    from tests.conftest import SAMPLE
+    from tests.service.test_systemd import FakeSystemd
+    from tests.test_engine_resilience import FollowClock
+
+    sock_dir = tmp_path / "n"
+    sock_dir.mkdir()
+    fake = FakeSystemd(str(sock_dir / "s"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(sock_dir / "s"))
+    cfg = Config()
+    cfg = dc_replace(cfg, scanner=dc_replace(cfg.scanner, interval_s=3600),
+                     trading=dc_replace(cfg.trading, monitor_interval_s=0.5))
+    new_cfg = dc_replace(cfg, risk=dc_replace(cfg.risk, max_open_positions=2))
+
+    async def go():
+        gw, vclock, _ = replay_setup(cfg, SAMPLE)
+        async with Store.open(tmp_path / "p.db") as store:
+            hooks = ServiceHooks(cfg, tmp_path, store, lambda: {})
+            engine = Engine(cfg, gw, store, FollowClock(vclock), hooks=hooks, config_loader=lambda: new_cfg)
+            task = asyncio.create_task(engine.run())
+            while engine.cycles < 1:  # the first cycle done: the engine now waits an hour
+                assert not task.done()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            engine.request_reload()
+            try:
+                for _ in range(600):  # liveness, not speed: before the fix this never happened
+                    if engine.cfg is new_cfg:
+                        break
+                    await asyncio.sleep(0.05)
+                assert engine.cfg is new_cfg and engine.cycles == 1
+            finally:
+                engine.request_stop()
+                await task
+
+    asyncio.run(go())
+    msgs = fake.messages()
+    fake.close()
+    i = next(i for i, m in enumerate(msgs) if m.startswith("RELOADING=1"))
+    assert any(m.startswith("READY=1") and "reloaded" in m for m in msgs[i + 1:])
+
+
+def _sighup_caught(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
+
+
+def test_signal_handlers_are_installed_before_the_heavy_imports():
+    """Issue 15 item 6: the CLI records SIGHUP/SIGTERM before numba/ccxt are imported (start-up
+    takes ~18 s on a Pi with a cold cache; a SIGHUP then killed the process with exit 129)."""
+    probe = ("import signal, sys\n"
+             "import core.cli\n"
+             "from core.service import signals\n"
+             "seen = []\n"
+             "orig = signals.install_if_run\n"
+             "def spy(argv):\n"
+             "    r = orig(argv)\n"
+             "    seen.append((sorted(m for m in ('numba', 'ccxt', 'numpy', 'aiosqlite') if m in sys.modules),\n"
+             "                 signal.getsignal(signal.SIGHUP) == signals.EARLY._record))\n"
+             "    raise SystemExit(0)\n"
+             "signals.install_if_run = spy\n"
+             "try:\n"
+             "    core.cli.main(['run', '--max-cycles', '1'])\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print(seen)\n")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[([], True)]", out.stdout + out.stderr
+
+
+def test_sighup_during_start_up_is_deferred_to_a_reload(tmp_path):
+    """SIGHUP as soon as the process catches it (long before the engine runs): it must not die,
+    and the reload is applied once the loop runs."""
+    log = tmp_path / "out.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("STATE_DIRECTORY", None)
+    env.pop("NOTIFY_SOCKET", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "core", "--config", str(ROOT / "config.json"), "--state-dir",
+                                 str(tmp_path / "state"), "run", "--replay", str(ROOT / "data" / "sample"),
+                                 "--max-cycles", "3"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 60
+        while not _sighup_caught(proc.pid):
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.001)
+        engine_up = "numba" in open(f"/proc/{proc.pid}/maps").read()
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 0, text[-3000:]
+    assert not engine_up  # the handler was in place before numba was loaded
+    assert "configuration reloaded" in text, text[-3000:]

@@ -209,3 +209,36 @@ def test_heartbeat_disabled_without_watchdog(systemd, monkeypatch):
 
     asyncio.run(main())
     assert systemd.messages() == []
+
+
+def test_waiting_on_a_hanging_exchange_keeps_the_pings_coming(systemd):
+    """A cycle that retries hung requests makes no progress, but its loop is alive: every
+    request has a deadline. Only when the loop is stuck elsewhere do the pings stop (issue 15)."""
+    from core.exchange.activity import NetworkWaits
+    from core.exchange.gateway import TemporaryError
+    from core.exchange.ratelimit import Backoff, RequestGuard, WeightBudget
+
+    network = NetworkWaits()
+    hb = Heartbeat(Notifier(), interval_s=0.05, network=network.snapshot)
+    guard = RequestGuard(WeightBudget(100_000, 0.5), timeout_s=0.1, retries=3, backoff=Backoff(0.02, 0.04),
+                         network=network)
+
+    async def hung():
+        await asyncio.Event().wait()
+
+    async def main() -> tuple[int, int]:
+        task = hb.start()
+        systemd.messages()
+        for what in ("load markets", "universe", "tickers"):  # sequential retries, no progress reported
+            with pytest.raises(TemporaryError):
+                await guard.run("market", 1, hung, what=what)
+        waiting = watchdogs(systemd.messages())
+        await asyncio.sleep(0.4)  # stuck without a request: no pings
+        stuck = watchdogs(systemd.messages())
+        task.cancel()
+        return waiting, stuck
+
+    waiting, stuck = asyncio.run(main())
+    assert waiting >= 4 and hb.network_pings >= 4  # ~1.2 s of retries at a 0.05 s interval
+    assert stuck <= 1  # at most the ping earned by the last request's end
+    assert network.snapshot() == (0, 12)

@@ -8,7 +8,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from core.exchange.ccxt_gateway import to_market, to_ticker
+from core.exchange.ccxt_convert import to_market, to_ticker
 from core.models import Market, Ticker
 
 RAW = Path(__file__).resolve().parents[3] / "shared" / "data" / "raw"

@@ -105,6 +105,8 @@ def test_rows_without_trade_id_get_a_stable_one(db, tmp_path):
 
 # Binance spot "Trade History" export: BOM, assets glued to the amounts, thousands separators.
 BINANCE = ("\ufeffDate(UTC),Pair,Side,Price,Executed,Amount,Fee\n"
+           "2021-05-01 08:00:00,BUSDUSDT,BUY,1.0001,100.00000000BUSD,100.01000000USDT,0.10000000BUSD\n"
+           "2021-05-01 09:00:00,BTCUSDT,BUY,55000,0.01000000BTC,550.00000000USDT,0.00001000BTC\n"
            "2021-05-01 10:00:00,BNBUSDT,BUY,600.5,1.00000000BNB,600.50000000USDT,0.00075000BNB\n"
            "2021-05-02 11:23:45,BTCUSDT,BUY,\"56,000.00\",0.00100000BTC,56.00000000USDT,0.00003750BNB\n"
            "2021-05-03 12:00:00,1INCHUSDT,BUY,5.1,\"1,000.001INCH\",5100.00000000USDT,1.000001INCH\n"
@@ -119,7 +121,9 @@ def test_binance_trade_history_export(db, tmp_path):
     parsed = parse_file(f)
     assert parsed.format == "binance"
     got = [(x.symbol, x.side, x.quantity, x.price, x.fee, x.fee_asset) for x in parsed.fills]
-    assert got == [
+    assert got[:2] == [("BUSD/USDT", "buy", D(100), D("1.0001"), D("0.1"), "BUSD"),
+                       ("BTC/USDT", "buy", D("0.01"), D(55000), D("0.00001"), "BTC")]  # holdings for what follows
+    assert got[2:] == [
         ("BNB/USDT", "buy", D("1"), D("600.5"), D("0.00075"), "BNB"),
         ("BTC/USDT", "buy", D("0.001"), D("56000"), D("0.0000375"), "BNB"),
         ("1INCH/USDT", "buy", D("1000"), D("5.1"), D("1"), "1INCH"),  # split where the amounts' assets say
@@ -128,11 +132,11 @@ def test_binance_trade_history_export(db, tmp_path):
         ("ETH/BTC", "buy", D("0.02"), D("0.05"), D("0.00002"), "ETH"),
         ("BTC/USDT", "sell", D("0.001"), D("58000"), D("0.058"), "USDT"),
     ]
-    assert parsed.fills[1].ts_ms == ms_from_iso("2021-05-02T11:23:45Z")
-    assert len({x.trade_id for x in parsed.fills}) == 7 and all(x.source == "import" for x in parsed.fills)
-    assert import_file(db, f).imported == 7
+    assert parsed.fills[3].ts_ms == ms_from_iso("2021-05-02T11:23:45Z")
+    assert len({x.trade_id for x in parsed.fills}) == 9 and all(x.source == "import" for x in parsed.fills)
+    assert import_file(db, f).imported == 9
     res = import_file(db, f)
-    assert (res.imported, res.duplicates) == (0, 7)  # the synthesized ids are stable
+    assert (res.imported, res.duplicates) == (0, 9)  # the synthesized ids are stable
 
 
 def test_binance_bad_amount_and_bare_number_variant(db, tmp_path):
@@ -171,10 +175,10 @@ def test_trades_the_bot_already_recorded_are_not_imported_twice(db, tmp_path):
 
     asyncio.run(record())
     res = import_file(db, write(tmp_path, BINANCE, "binance.csv"))
-    assert (res.imported, res.bot_duplicates) == (5, 2)
+    assert (res.imported, res.bot_duplicates) == (7, 2)
     own = write(tmp_path, HEADER + "2021-05-06T08:00:00Z,BTC/USDT,sell,0.001,58000,0.058,USDT,28457\n", "own.csv")
     assert import_file(db, own).bot_duplicates == 1  # same exchange trade id as the bot's fill
-    assert count(db) == 7
+    assert count(db) == 9
     # two equal partial fills in one second, the bot recorded one of them: the other is imported
     twice = write(tmp_path, "Date(UTC),Pair,Side,Price,Executed,Amount,Fee\n" +
                   "2021-05-02 11:23:45,BTCUSDT,BUY,56000,0.001BTC,56USDT,0.0000375BNB\n" * 2, "twice.csv")
@@ -192,8 +196,21 @@ def test_fills_are_append_only(db, tmp_path):
     assert count(db) == 3
 
 
+def legacy_insert(conn, *fills: Fill) -> None:
+    """Rows an older pitrader accepted without checking the ledger (or the bot recorded)."""
+    conn.executemany("INSERT INTO fills (trade_id, ts_ms, symbol, side, quantity, price, fee, fee_asset, order_id,"
+                     " source, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,0)",
+                     [(f.trade_id, f.ts_ms, f.symbol, f.side, str(f.quantity), str(f.price), str(f.fee), f.fee_asset,
+                       f.order_id, f.source) for f in fills])
+
+
+def fill(ts: str, symbol: str, side: str, qty, price, fee=0, fee_asset=None, trade_id="x", source="import") -> Fill:
+    return Fill(trade_id, ms_from_iso(ts), symbol, side, D(qty), D(price), D(fee), fee_asset, None, source)
+
+
 def test_reversal_entries_cancel_and_restore(db, tmp_path):
-    import_file(db, write(tmp_path, HEADER + GOOD + "2024-02-02T00:00:00Z,BTC/USDT,sell,5,30000,0,,oops\n"))
+    import_file(db, write(tmp_path, HEADER + GOOD))
+    legacy_insert(db, fill("2024-02-02T00:00:00Z", "BTC/USDT", "sell", 5, 30000, trade_id="oops"))
     oops = db.execute("SELECT id FROM fills WHERE trade_id='oops'").fetchone()[0]
     with pytest.raises(Exception, match=f"fill #{oops} .*sells 5 BTC but only 0.5 BTC"):
         compute(load_entries(db))
@@ -208,3 +225,203 @@ def test_reversal_entries_cancel_and_restore(db, tmp_path):
     add_reversal(db, rev)  # reversing the reversal brings the fill back
     with pytest.raises(Exception, match="sells 5 BTC"):
         compute(load_entries(db))
+
+
+# --- the whole ledger is checked at import (issue 14 item 8) ------------------------------------
+
+def test_a_row_that_would_break_every_report_is_refused(db, tmp_path):
+    """Selling more than is held, or paying a fee in a coin no trade gives a price for: refused
+    with FILE:LINE and nothing written (before, accepted and every report failed afterwards)."""
+    oversell = write(tmp_path, HEADER + GOOD + "2024-02-02T00:00:00Z,BTC/USDT,sell,0.6,30000,0,,t4\n")
+    with pytest.raises(CsvError) as exc:
+        import_file(db, oversell)
+    assert str(exc.value) == (f"{oversell}:5: quantity: expected at most the 0.5 BTC held at that time, got a sale "
+                              f"of 0.6 BTC; import the fills that acquired it first (earlier rows of this file count)")
+    bnb = write(tmp_path, HEADER + "2023-01-05T12:00:00Z,BTC/USDT,buy,1,17000,0.1,BNB,b2\n", "bnb.csv")
+    with pytest.raises(CsvError, match=rf"^{bnb}:2: fee_asset: expected a price for BNB: valuing the fee of 0.1 BNB"):
+        import_file(db, bnb)
+    assert count(db) == 0
+    # the purchase later in the file (or in an earlier import) makes the same rows fine
+    assert import_file(db, write(tmp_path, HEADER + "2024-02-02T00:00:00Z,BTC/USDT,sell,0.5,30000,0,,t4\n" + GOOD,
+                                 "any-order.csv")).imported == 4
+    assert import_file(db, write(tmp_path, HEADER + "2022-12-01T00:00:00Z,BNB/USDT,buy,1,250,,,b1\n", "b1.csv"))
+    assert import_file(db, bnb).imported == 1
+    compute(load_entries(db))
+
+
+def test_a_row_that_breaks_a_fill_already_in_the_ledger_is_refused(db, tmp_path):
+    import_file(db, write(tmp_path, HEADER + GOOD))  # 2 BTC bought, 1.5 sold in 2024-02
+    early = write(tmp_path, HEADER + "2023-06-01T00:00:00Z,BTC/USDT,sell,1,25000,0,,early\n", "early.csv")
+    with pytest.raises(CsvError) as exc:
+        import_file(db, early)  # fine on its own date, but leaves too little for fill #3 afterwards
+    assert str(exc.value).startswith(f"{early}:2: quantity: expected to leave enough BTC for the fills after it, "
+                                     f"but with this row fill #3 (import BTC/USDT sell 1.5 @ 30000, trade t3")
+    assert "sells 1.5 BTC but only 1 BTC is held at that time" in str(exc.value) and count(db) == 3
+
+
+def test_problems_already_in_the_ledger_do_not_block_the_fix(db, tmp_path):
+    legacy_insert(db, fill("2024-02-02T00:00:00Z", "BTC/USDT", "sell", 1, 30000, trade_id="s1"))
+    res = import_file(db, write(tmp_path, HEADER + "2024-01-01T00:00:00Z,ETH/USDT,buy,1,2000,,,e1\n"))
+    assert res.imported == 1 and len(res.problems) == 1 and "sells 1 BTC but only 0 BTC" in res.problems[0]
+    res = import_file(db, write(tmp_path, HEADER + "2023-01-01T00:00:00Z,BTC/USDT,buy,1,16000,,,b1\n", "fix.csv"))
+    assert (res.imported, res.problems) == (1, ())
+    assert compute(load_entries(db)).disposals[0].quantity == 1
+
+
+# --- trade ids: corrections after a reversal, conflicts ----------------------------------------
+
+def test_a_reversed_fill_can_be_imported_again_corrected(db, tmp_path):
+    """After `tax reverse N` the corrected row with the same trade id is imported (before: skipped
+    as a duplicate, so the mistake could not be fixed)."""
+    wrong = write(tmp_path, HEADER + GOOD.replace("sell,1.5,30000", "sell,1.5,3000"))
+    import_file(db, wrong)
+    t3 = db.execute("SELECT id FROM fills WHERE trade_id='t3'").fetchone()[0]
+    add_reversal(db, t3)
+    fixed = write(tmp_path, HEADER + GOOD, "fixed.csv")
+    res = import_file(db, fixed)
+    assert (res.imported, res.corrections, res.duplicates) == (1, 1, 2)
+    assert db.execute("SELECT price FROM fills WHERE trade_id='t3~re2'").fetchone() == ("30000",)
+    assert sum(d.gain for d in compute(load_entries(db)).disposals) == D(24975)
+    again = import_file(db, fixed)  # the correction is now the fill: the same row is a duplicate
+    assert (again.imported, again.duplicates) == (0, 3)
+    add_reversal(db, db.execute("SELECT id FROM fills WHERE trade_id='t3~re2'").fetchone()[0])
+    assert import_file(db, wrong).corrections == 1  # and so on: ~re3
+    assert db.execute("SELECT price FROM fills WHERE trade_id='t3~re3'").fetchone() == ("3000",)
+    with pytest.raises(CsvError, match=r":2: trade_id: expected an id that does not end in ~re and a number"):
+        import_file(db, write(tmp_path, HEADER + "2023-01-10T00:00:00Z,BTC/USDT,buy,1,1,0,,t3~re9\n", "re.csv"))
+
+
+def test_a_trade_id_reused_with_other_contents_is_a_conflict(db, tmp_path):
+    import_file(db, write(tmp_path, HEADER + GOOD))
+    other = write(tmp_path, HEADER + "2023-01-10T00:00:00Z,BTC/USDT,buy,1,10500,10,USDT,t1\n", "other.csv")
+    with pytest.raises(CsvError) as exc:
+        import_file(db, other)
+    assert str(exc.value) == (f"{other}:2: trade_id: expected the contents of fill #1, imported with trade id 't1' "
+                              f"(price 10000 vs 10500), or another trade id; to correct that fill run `pitrader tax "
+                              f"reverse 1`, then import this row again")
+    same = write(tmp_path, HEADER + "2023-01-10T00:00:00.000+00:00,BTC/USDT,BUY,1.000,1E4,10,usdt,t1\n", "same.csv")
+    assert import_file(db, same).duplicates == 1  # the same trade written differently: harmless
+    twice = write(tmp_path, HEADER + "2023-01-11T00:00:00Z,BTC/USDT,buy,1,1,0,,t9\n"
+                                     "2023-01-11T00:00:00Z,BTC/USDT,buy,2,1,0,,t9\n", "twice.csv")
+    with pytest.raises(CsvError, match=r"twice.csv:3: trade_id: expected another trade id or the same contents as "
+                                       r"line 2, which has trade id 't9' too \(quantity 1 vs 2\)"):
+        import_file(db, twice)
+    assert count(db) == 3
+
+
+def test_a_bot_trade_id_with_other_contents_is_a_conflict(db, tmp_path):
+    legacy_insert(db, fill("2021-05-02T11:23:45.120Z", "BTC/USDT", "buy", "0.001", 56000, trade_id="28401",
+                           source="bot"))
+    clash = write(tmp_path, HEADER + "2021-05-02T11:23:45Z,BTC/USDT,buy,0.002,56000,0,,28401\n")
+    with pytest.raises(CsvError, match=r":2: trade_id: expected the trade the bot recorded as fill #1 with trade id "
+                                       r"'28401' \(quantity 0.001 vs 0.002\), or another trade id"):
+        import_file(db, clash)
+
+
+# --- hostile input (issue 15 item 9) ------------------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,1e308,0,,x", "price: expected a number at most 1,000,000,000,000,000 "
+                                                       "(1e15), got '1e308'"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,1e999999,0,,x", "price: expected a number at most"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy," + "9" * 5000 + ",1,0,,x", "quantity: expected a number at most"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,0." + "1" * 5000 + ",0,,x", "price: expected at most 18 decimal places"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,1e-19,0,,x", "price: expected at most 18 decimal places, got '1e-19'"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,1,1e-999999,BNB,x", "fee: expected at most 18 decimal places"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1e10,1e10,0,,x", "price: expected quantity x price at most "
+                                                         "1,000,000,000,000,000 (1e15), got 1.000e+20"),
+    ("2100-01-01T00:00:00Z,BTC/USDT,buy,1,1,0,,x", "timestamp: expected a time that is not in the future (now is "),
+    ("9999-12-31T23:59:59-01:00,BTC/USDT,buy,1,1,0,,x", "timestamp: expected a time that is not in the future"),
+    ("2023-02-30T00:00:00Z,BTC/USDT,buy,1,1,0,,x", "timestamp: expected an ISO-8601 UTC time"),
+    ("2008-12-31T00:00:00Z,BTC/USDT,buy,1,1,0,,x", "timestamp: expected a time on or after 2009-01-03"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,1,0,,x\x00y", "trade_id: expected text without control characters, got "
+                                                        "NUL at character 2 of column 8"),
+    ("2023-01-01T00:00:00Z,BTC/USDT\x00,buy,1,1,0,,x", "symbol: expected text without control characters, got NUL"),
+    ("2023-01-01T00:00:00Z,BTC/USDT,buy,1,1,0,,\"x\ny\"", "trade_id: expected text without control characters, "
+                                                          "got U+000A"),
+])
+def test_hostile_values_are_refused_with_file_and_line(db, tmp_path, line, expected):
+    f = write(tmp_path, HEADER + GOOD + line + "\n")
+    with pytest.raises(CsvError) as exc:
+        import_file(db, f)
+    assert str(exc.value).startswith(f"{f}:5: {expected}"), str(exc.value)
+    assert count(db) == 0
+
+
+def test_hostile_binance_amounts_and_header(db, tmp_path):
+    f = write(tmp_path, "Date(UTC),Pair,Side,Price,Executed,Amount,Fee\n"
+                        "2021-05-02 11:23:45,BTCUSDT,BUY,56000,1E308BTC,56USDT,0\n", "bn.csv")
+    with pytest.raises(CsvError, match=r"bn.csv:2: Executed: expected a number at most"):
+        import_file(db, f)
+    f = write(tmp_path, "Date(UTC),Pair,Side,Price,Executed,Amount,Fee\n"
+                        "2021-05-02 11:23:45,BTCUSDT,BUY,56000,0.001BTC,56USDT,0.0000000000000000001BNB\n", "fee.csv")
+    with pytest.raises(CsvError, match=r"fee.csv:2: Fee: expected at most 18 decimal places"):
+        import_file(db, f)
+    f = write(tmp_path, HEADER.replace("trade_id", "trade_id\x00") + GOOD, "hdr.csv")
+    with pytest.raises(CsvError, match=r"hdr.csv:1: header: expected text without control characters"):
+        import_file(db, f)
+    assert count(db) == 0
+
+
+def test_a_fill_out_of_bounds_already_in_the_ledger_is_named_not_a_crash(db, tmp_path):
+    """Rows an older pitrader accepted (price 1e308, a 5,000-digit number): the report names the
+    fill (exit 65 in the CLI), where it used to raise decimal.InvalidOperation (exit 70)."""
+    from core.tax.ledger import InvalidFillError, Settings
+    from core.tax.report import build, render_text
+
+    import_file(db, write(tmp_path, HEADER + GOOD))
+    for n, price in enumerate(("1e308", "1e999999", "9" * 5000)):
+        legacy_insert(db, fill("2024-03-01T00:00:00Z", "ETH/USDT", "buy", 1, price, trade_id=f"big{n}"))
+        with pytest.raises(InvalidFillError, match=rf"fill #{4 + 2 * n} .*expected quantity, price and fee at most"):
+            build(load_entries(db), 2024, Settings(), "USD")
+        add_reversal(db, 4 + 2 * n)
+    for fmt in ("table", "csv", "8949", "koinly", "json"):
+        assert render_text(build(load_entries(db), 2024, Settings(), "USD"), fmt)
+
+
+def test_a_fill_recorded_while_the_file_is_checked_is_taken_into_account(db, tmp_path, monkeypatch):
+    """The ledger is checked outside the write lock (the bot must be able to record fills), so a
+    fill that lands meanwhile makes the import check again: here the bot sold the BTC the file
+    sells, and the second check refuses the file."""
+    import core.tax.importer as importer
+
+    import_file(db, write(tmp_path, HEADER + GOOD))  # 0.5 BTC left
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    real, calls = importer._validate, []
+
+    def validate_while_the_bot_trades(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            other = store.connect_sync(path)
+            legacy_insert(other, fill("2024-02-03T00:00:00Z", "BTC/USDT", "sell", "0.4", 31000, trade_id="99",
+                                      source="bot"))
+            other.close()
+        return real(*args)
+
+    monkeypatch.setattr(importer, "_validate", validate_while_the_bot_trades)
+    late = write(tmp_path, HEADER + "2024-02-04T00:00:00Z,BTC/USDT,sell,0.3,32000,0,,t5\n", "late.csv")
+    with pytest.raises(CsvError, match=r"late.csv:2: quantity: expected at most the 0.1 BTC held at that time"):
+        import_file(db, late)
+    assert len(calls) == 2 and count(db) == 4  # checked twice; the bot's fill is in, the file's row is not
+    ok = write(tmp_path, HEADER + "2024-02-04T00:00:00Z,BTC/USDT,sell,0.1,32000,0,,t5\n", "ok.csv")
+    assert import_file(db, ok).imported == 1 and len(calls) == 3
+
+
+def test_a_ledger_that_keeps_changing_is_checked_under_the_write_lock(db, tmp_path, monkeypatch):
+    import core.tax.importer as importer
+
+    path = db.execute("PRAGMA database_list").fetchone()[2]
+    real, calls = importer._validate, []
+
+    def validate_while_the_bot_trades(*args):
+        calls.append(db.in_transaction)
+        if len(calls) < importer._ATTEMPTS:
+            other = store.connect_sync(path)
+            legacy_insert(other, fill(f"2023-01-0{len(calls)}T00:00:00Z", "ETH/USDT", "buy", 1, 1000,
+                                      trade_id=str(len(calls)), source="bot"))
+            other.close()
+        return real(*args)
+
+    monkeypatch.setattr(importer, "_validate", validate_while_the_bot_trades)
+    assert import_file(db, write(tmp_path, HEADER + GOOD)).imported == 3
+    assert calls == [False] * (importer._ATTEMPTS - 1) + [True] and count(db) == importer._ATTEMPTS - 1 + 3

@@ -332,3 +332,35 @@ def test_ledger_properties(seq, method, rnd):
     rnd.shuffle(shuffled)
     again = compute([Entry(e.fill, i + 100) for i, e in enumerate(shuffled)], Settings(method=method))
     assert rows(again) == rows(res)
+
+
+@st.composite
+def any_fills(draw):
+    """Fills with no care for holdings or prices: crypto quotes, BNB fees, oversells, huge amounts."""
+    out = []
+    for i in range(draw(st.integers(1, 12))):
+        symbol = draw(st.sampled_from(["BTC/USDT", "ETH/USDT", "BNB/USDT", "ETH/BTC", "BTC/USD"]))
+        fee_asset = draw(st.sampled_from([None, "USDT", "BNB", symbol.split("/")[0], symbol.split("/")[1]]))
+        big = draw(st.sampled_from([D(1), D(1), D(1), D("1e15"), D("1e308")]))
+        fee = D(draw(st.integers(0, 20))) / 1000 if fee_asset else D(0)
+        out.append(Entry(Fill(str(i), 1_700_000_000_000 + draw(st.integers(0, 50)) * DAY, symbol,
+                              draw(st.sampled_from(["buy", "sell"])), D(draw(st.integers(1, 300))) / 100 * big,
+                              D(draw(st.integers(1, 10_000))) * draw(st.sampled_from([D(1), D(1), D("1e308")])),
+                              fee, fee_asset, None, "import"), i + 1))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(any_fills(), st.sampled_from(["fifo", "lifo", "hifo"]))
+def test_check_finds_what_compute_stops_at(entries, method):
+    """The import's quick replay and the report agree: ``check`` is empty exactly when ``compute``
+    succeeds, and its first problem is the one ``compute`` raises (no decimal.InvalidOperation)."""
+    from core.tax.ledger import LedgerError, check
+
+    problems = check(entries, Settings(method=method))
+    try:
+        compute(entries, Settings(method=method))
+    except LedgerError as exc:
+        assert problems and str(problems[0]) == str(exc)
+    else:
+        assert problems == []

@@ -395,3 +395,56 @@ def test_filled_entry_whose_trades_lag_stays_open_until_they_appear(tmp_path, ca
                 await check_books(emu, store, D("2000"))
 
         asyncio.run(main())
+
+
+def test_a_fill_whose_trades_lag_marks_the_cached_balance_stale(tmp_path):
+    """Issue 14 item 13: the exchange reports a market entry filled before its trades can be
+    fetched. The cached balance does not show the cash that entry spent, so the next entry of the
+    same cycle must be sized on a fresh balance, not on money already gone (and the trades' later
+    arrival must not be subtracted twice)."""
+    with running_emulator(balances={"USDT": "2000"}) as emu:
+        async def main():
+            async with session(emu, tmp_path / "live.db") as (ex, store, gw):
+                prices = {ETH: float(await price(gw))}
+                before = await ex.portfolio(prices)
+                assert before.cash == D("2000")
+                real = gw.fetch_my_trades
+
+                async def lagging(symbol, since_ms=None):
+                    return []
+                gw.fetch_my_trades = lagging
+                await enter(ex, gw, "0.5")
+                after = await ex.portfolio(prices)  # same cycle, well inside the balance cache's lifetime
+                assert after.cash == emu.balances["USDT"] < D("2000")
+                gw.fetch_my_trades = real
+                await ex.poll()  # the trades arrive and are recorded
+                assert (await ex.portfolio(prices)).cash == emu.balances["USDT"]
+                assert ex.positions[0].amount == D("0.4995")
+                await check_books(emu, store, D("2000"))
+
+        asyncio.run(main())
+
+
+def test_a_failed_commit_during_an_exit_leaves_memory_as_the_store_has_it(tmp_path):
+    """Issue 15 item 4, live: the exit order's row does not land, so nothing is sent, and the
+    position is open (not "closing") in memory as in the store; the next exit works."""
+    import pytest
+    from tests.trading.test_paper import FailingCommit
+
+    with running_emulator(balances={"USDT": "2000"}) as emu:
+        async def main():
+            async with session(emu, tmp_path / "live.db") as (ex, store, gw):
+                pos = await enter(ex, gw, "0.1")
+                orders_before = len(emu.order_list)
+                store.db = FailingCommit(store.db)
+                store.db.armed = True
+                with pytest.raises(Exception, match="disk is full"):
+                    await ex.close_position(pos, "stop_loss", float(await price(gw)))
+                assert len(emu.order_list) == orders_before  # the unrecorded exit was never sent
+                assert pos.status == "open" and pos.exit_reason is None and ex.positions == [pos]
+                assert (await store.positions("open"))[0].status == "open"
+                await ex.close_position(pos, "stop_loss", float(await price(gw)))
+                assert pos.status == "closed" and not ex.positions
+                await check_books(emu, store, D("2000"))
+
+        asyncio.run(main())

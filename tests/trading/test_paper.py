@@ -156,3 +156,53 @@ def test_resting_order_survives_restart_and_insufficient_cash_is_refused(tmp_pat
 
     before, amount, cash = asyncio.run(second())
     assert before == D("100") - D("80") * D("1.001") and amount == D("0.04") and cash == D("100") - D("80.08")
+
+
+class FailingCommit:
+    """The store's connection, whose next COMMIT fails like a full disk or an I/O error would."""
+
+    def __init__(self, db) -> None:
+        self._db, self.armed = db, False
+
+    def execute(self, sql, *args):
+        if self.armed and sql == "COMMIT":
+            self.armed = False
+            import sqlite3
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_failed_commit_during_an_exit_leaves_memory_as_the_store_has_it(tmp_path):
+    """Issue 15 item 4: the exit's transaction does not land, so the position must still be open
+    and watched in memory (not closed), with the cash and exit fields it had; a retry then closes it."""
+    import pytest
+
+    cfg = make_cfg(paper={"starting_balance": D("1000"), "fee_pct": D("0.001"), "slippage_pct": D("0")})
+    clock, gw = setup(tmp_path, cfg)
+
+    async def main():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(cfg, store, gw, clock)
+            await ex.start()
+            prices = await last_prices(gw)
+            eth = D(str(prices["ETH/USDT"]))
+            pos = await ex.open_position(opp("ETH/USDT", price=float(eth)),
+                                         Approval(D("0.05"), eth, eth * D("0.97"), eth * D("1.06"), "t"))
+            cash, amount = ex.cash, pos.amount
+            store.db = FailingCommit(store.db)
+            store.db.armed = True
+            with pytest.raises(Exception, match="disk is full"):
+                await ex.close_position(pos, "stop_loss", float(eth))
+            stored = (await store.positions("open"))[0]
+            assert stored.status == "open" and stored.exit_reason is None
+            assert [p.id for p in ex.positions] == [pos.id]  # still watched
+            assert pos.status == "open" and pos.exit_reason is None and pos.pnl is None and pos.closed_ms is None
+            assert pos.amount == amount and ex.cash == cash and len(await store.fills()) == 1
+            await ex.close_position(pos, "stop_loss", float(eth))  # the store works again: the exit lands
+            assert pos.status == "closed" and not ex.positions and len(await store.fills()) == 2
+            assert (await store.positions("closed"))[0].exit_reason == "stop_loss"
+
+    asyncio.run(main())

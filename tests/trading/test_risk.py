@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.clock import VirtualClock
@@ -111,7 +111,8 @@ def test_every_rejection_is_logged_and_counted(tmp_path, caplog, check, setup):
         r, counts = run_gate(tmp_path, cfg, body)
     assert isinstance(r, Rejection) and r.check == check, r
     assert counts[check] == 1
-    line = [rec for rec in caplog.records if rec.name == "core.trading.risk" and "rejected" in rec.getMessage()]
+    line = [rec for rec in caplog.records if rec.name == "core.trading.risk" and rec.levelno == logging.INFO
+            and ("rejected" in rec.getMessage() or "refused" in rec.getMessage())]
     assert line and BTC in line[0].getMessage() and check in line[0].getMessage() and r.reason in line[0].getMessage()
 
 
@@ -238,10 +239,38 @@ def scaled_book(symbol: str, price: float) -> OrderBook:
     return OrderBook(symbol, T0, tuple((p * f, a / f) for p, a in b.bids), tuple((p * f, a / f) for p, a in b.asks))
 
 
+def must_approve(cfg, market, w, px: Decimal, score: float, stop_f: float, cooling: bool, halted: bool) -> bool:
+    """An independent sufficient condition for an approval without a book: every policy check passes, and
+    lower bounds of every size cap leave an order over the exchange minimums with a stop a tick below."""
+    r, t = cfg.risk, cfg.trading
+    fee, slip = D(str(cfg.paper.fee_pct)), D(str(r.max_slippage_pct))
+    if (halted or cooling or score < cfg.scanner.min_opportunity_score * 100 or w.has_position(market.symbol)
+            or len(w.positions) >= r.max_open_positions or w.equity <= 0):
+        return False
+    tick, step = market.price_tick, market.amount_step
+    floor = px * (1 - D(str(t.stop_loss_pct)))
+    stop = max(px * (1 - D(str(stop_f))), floor) if stop_f > 0 else floor
+    if px - stop <= tick or px * D(str(t.take_profit_pct)) <= tick:
+        return False
+    low = min(w.equity * D(str(r.risk_per_trade_pct)),  # the risk cap is at least this (stop below the price)
+              w.equity * D(str(t.position_size_pct)),
+              w.equity * D(str(r.max_asset_exposure_pct)) - w.exposure(market.base),
+              w.cash / ((1 + fee) * (1 + slip)))
+    amount = low / px - step  # the lot rounding takes less than a step
+    return amount >= (market.min_amount or 0) and amount * (px - tick) >= (market.min_cost or 0)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(lim={"max_open_positions": 2, "risk_per_trade_pct": 0.01, "position_size_pct": 0.1, "exposure_extra": 0.0,
+              "max_slippage_pct": 0.005},
+         actions=[("opp", 0, 80.0, 0.02, 0.05, False)] * 2 + [("opp", 1, 80.0, 0.02, 0.05, False)] * 2
+         + [("exit", 0), ("opp", 0, 80.0, 0.02, 0.05, False), ("tick", 61), ("opp", 0, 80.0, 0.02, 0.05, False)],
+         start_cash="1000")
 @given(lim=limits, actions=st.lists(action, min_size=5, max_size=40),
        start_cash=st.sampled_from(["300", "1000", "25000"]))
 def test_no_sequence_exceeds_any_limit(lim, actions, start_cash):
+    """No sequence pushes the gate past a limit; every refusal by a policy check is true of the state;
+    and whenever an approval is certain (``must_approve``) it comes: a gate refusing everything fails."""
     size = lim["position_size_pct"]
     cfg = make_cfg(trading={"position_size_pct": size},
                    risk={"max_open_positions": lim["max_open_positions"],
@@ -259,6 +288,7 @@ def test_no_sequence_exceeds_any_limit(lim, actions, start_cash):
             gate = RiskGate(cfg, store, clock)
             await gate.load()
             cash, positions, prices = D(start_cash), [], {s: D(str(p)) for s, p in START_PX.items()}
+            cool_until: dict[str, int] = {}
             for a in actions:
                 w = build(cash, {}, positions, prices)
                 if a[0] == "move":
@@ -270,17 +300,26 @@ def test_no_sequence_exceeds_any_limit(lim, actions, start_cash):
                     p = positions.pop(a[1] % len(positions))
                     cash += p.amount * prices[p.symbol] * (1 - fee)
                     gate.on_exit(p.symbol, clock.now_ms())
+                    cool_until[p.symbol] = clock.now_ms() + 60 * 60_000
                 elif a[0] == "opp":
                     _, i, score, stop_f, tgt_f, with_book = a
                     sym, px = SYMS[i], float(prices[SYMS[i]])
                     o = opp(sym, price=px, score=score, stop=px * (1 - stop_f), target=px * (1 + tgt_f))
                     book = scaled_book(sym, px) if with_book else None
                     halted = bool(gate.halts)
+                    cooling = cool_until.get(sym, 0) > clock.now_ms()
                     r = await gate.evaluate(o, markets[sym], book, w)
                     if isinstance(r, Rejection):
+                        assert book is not None or not must_approve(cfg, markets[sym], w, D(str(px)), score, stop_f,
+                                                                    cooling, halted), r
+                        assert r.check != "halt" or halted
+                        assert r.check != "min_score" or score < 50
+                        assert r.check != "one_per_pair" or any(p.symbol == sym for p in positions)
+                        assert r.check != "max_positions" or len(positions) >= cfg.risk.max_open_positions
+                        assert r.check != "cooldown" or cooling
                         continue
                     cost = r.amount * r.price
-                    assert not halted
+                    assert not halted and not cooling
                     assert score >= 50
                     assert len(w.positions) < cfg.risk.max_open_positions
                     assert not any(p.symbol == sym for p in positions)

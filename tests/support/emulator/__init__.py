@@ -18,9 +18,18 @@ What is served: the symbols that have OHLCV files *and* an entry in the exchange
 (126 with the 2023 file, 115 with the 2021 one); their exchangeInfo entries are the real
 ones (status, filters), only ``serverTime`` and the REQUEST_WEIGHT limit are ours. Modules:
 ``candles`` (CSV -> numpy, aggregation), ``rules`` (exchangeInfo + filters), ``book``
-(synthetic depth), ``matching`` (account + matching engine), ``faults`` (switches + weight),
-``handlers`` (routes and replies), ``server`` (HTTP pipeline, signing, the ``Emulator``),
-``bench`` (``python -m tests.support.emulator.bench``).
+(synthetic depth), ``params`` (order vocabulary, parameter parsing), ``orders`` (order and
+trade records, their reply shapes), ``matching`` (account + order validation and placement),
+``triggers`` (resting fills, stop / take-profit / trailing triggers on the candle path),
+``orderlist`` (OCO), ``faults`` (switches + weight), ``handlers`` (routes and replies),
+``list_handlers`` (order-list endpoints, cancelReplace), ``server`` (HTTP pipeline, signing,
+the ``Emulator``), ``bench`` (``python -m tests.support.emulator.bench``).
+
+Order types: LIMIT, MARKET, LIMIT_MAKER, STOP_LOSS(_LIMIT), TAKE_PROFIT(_LIMIT) with
+``stopPrice`` and/or ``trailingDelta``, OCO lists (``/api/v3/orderList/oco`` and the deprecated
+``/api/v3/order/oco``) and ``/api/v3/order/cancelReplace`` (ccxt's ``edit_order``). The symbol's
+``orderTypes`` apply: the real exchangeInfo files have no STOP_LOSS / TAKE_PROFIT (market)
+orders, so tests that need them patch ``orderTypes`` into a copy of the file.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ Shape: the relative spread shrinks with liquidity (``0.1 / sqrt(hourly quote vol
 capped at 50 bp, at least one tick); levels are 1-3 "gap units" apart (half a spread);
 each level holds about 0.2 % of the hourly quote volume, log-normally scattered and growing
 slowly with depth, never less than the minimum lot. Our own fills do not deplete it.
+
+A book is keyed by (symbol, reference candle, centre price): the matching engine also asks for
+books centred where a stop order triggered inside a candle (``Emulator.book_at``).
 """
 from __future__ import annotations
 
@@ -88,13 +91,13 @@ class BookMaker:
 
     def __init__(self, seed: int, capacity: int = 512) -> None:
         self.seed = seed
-        self._cache: OrderedDict[tuple[str, int], Book] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int, float], Book] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
     def book(self, symbol: str, ref_ts: int, close: float, hourly_quote_volume: float, tick: Decimal,
              step: Decimal, min_qty: Decimal) -> Book:
-        key = (symbol, ref_ts)
+        key = (symbol, ref_ts, close)
         with self._lock:
             book = self._cache.get(key)
             if book is not None:

@@ -2,7 +2,8 @@
 
 Handlers run under the emulator's lock, get the merged query/body parameters and return the
 JSON text of a 200 reply, or raise ``ApiError`` with Binance's code and message. Weights are
-Binance's current spot request weights.
+Binance's current spot request weights; ``order_count`` is what a request adds to the unfilled
+order count (the X-MBX-ORDER-COUNT headers). Order lists and cancelReplace: ``list_handlers``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Route:
     sapi: bool = False
     mutating: bool = False
     per_symbol: bool = False
+    order_count: int = 0
 
 
 def _by_symbol(one: int, all_: int) -> Callable[[dict[str, str]], int]:
@@ -73,7 +75,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/v3/ticker/bookTicker"): Route("book_ticker", _by_symbol(2, 4), per_symbol=True),
     ("GET", "/api/v3/avgPrice"): Route("avg_price", _const(2), per_symbol=True),
     ("GET", "/api/v3/account"): Route("account", _const(20), signed=True),
-    ("POST", "/api/v3/order"): Route("new_order", _const(1), signed=True, mutating=True),
+    ("POST", "/api/v3/order"): Route("new_order", _const(1), signed=True, mutating=True, order_count=1),
     ("POST", "/api/v3/order/test"): Route("test_order", _const(1), signed=True),
     ("GET", "/api/v3/order"): Route("query_order", _const(4), signed=True),
     ("DELETE", "/api/v3/order"): Route("cancel_order", _const(1), signed=True, mutating=True),
@@ -81,6 +83,14 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("DELETE", "/api/v3/openOrders"): Route("cancel_open_orders", _const(1), signed=True, mutating=True),
     ("GET", "/api/v3/allOrders"): Route("all_orders", _const(20), signed=True),
     ("GET", "/api/v3/myTrades"): Route("my_trades", _const(20), signed=True),
+    ("POST", "/api/v3/order/cancelReplace"): Route("cancel_replace", _const(1), signed=True, mutating=True,
+                                                   order_count=1),
+    ("POST", "/api/v3/orderList/oco"): Route("new_oco", _const(1), signed=True, mutating=True, order_count=2),
+    ("POST", "/api/v3/order/oco"): Route("new_oco_legacy", _const(1), signed=True, mutating=True, order_count=2),
+    ("DELETE", "/api/v3/orderList"): Route("cancel_order_list", _const(1), signed=True, mutating=True),
+    ("GET", "/api/v3/orderList"): Route("query_order_list", _const(4), signed=True),
+    ("GET", "/api/v3/openOrderList"): Route("open_order_lists", _const(6), signed=True),
+    ("GET", "/api/v3/allOrderList"): Route("all_order_lists", _const(20), signed=True),
     ("GET", "/sapi/v1/system/status"): Route("system_status", _const(1), sapi=True),
     ("GET", "/sapi/v1/capital/config/getall"): Route("capital_config", _const(10), signed=True, sapi=True),
     ("GET", "/sapi/v1/margin/allPairs"): Route("margin_pairs", _const(1), signed=True, sapi=True),
@@ -284,16 +294,23 @@ class EndpointHandlers:
                                   "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
         return cid
 
+    @staticmethod
+    def _resp_type(params: dict[str, str]) -> str:
+        """newOrderRespType, lower case; Binance's default is FULL for MARKET and LIMIT, else ACK."""
+        default = "FULL" if params.get("type") in ("MARKET", "LIMIT") else "ACK"
+        kind = (params.get("newOrderRespType") or default).upper()
+        if kind not in ("ACK", "RESULT", "FULL"):
+            raise ApiError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        return kind.lower()
+
     def _h_new_order(self, params: dict[str, str]) -> str:
         rules = self._rules(params)
         cid = self._client_id(params, "newClientOrderId")
-        kind = params.get("newOrderRespType", "FULL").upper()
-        if kind not in ("ACK", "RESULT", "FULL"):
-            raise ApiError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        kind = self._resp_type(params)
         order, trades = self.account.place(rules, self, params, self._now, cid)
         self._save()
         log.debug("emulator order %s %s %s %s -> %s", cid, order.side, order.type, order.symbol, order.status)
-        return json.dumps(order.to_api(kind.lower(), trades))
+        return json.dumps(order.to_api(kind, trades))
 
     def _h_test_order(self, params: dict[str, str]) -> str:
         """Validate like a real order, on a throwaway copy of the account."""
@@ -316,13 +333,11 @@ class EndpointHandlers:
             raise ApiError(-2013, "Order does not exist.")
         return json.dumps(order.to_api("query"))
 
-    def _cancel_reply(self, order: EmuOrder, params: dict[str, str]) -> dict[str, Any]:
-        out = order.to_api("result")
-        out["origClientOrderId"] = order.client_id
-        out["clientOrderId"] = self._client_id(params, "newClientOrderId")
+    def _cancel_reply(self, order: EmuOrder, params: dict[str, str], name: str = "newClientOrderId",
+                      cancel_id: str | None = None) -> dict[str, Any]:
+        out = order.to_api("cancel")
+        out["clientOrderId"] = cancel_id or self._client_id(params, name)
         out["transactTime"] = self._now
-        for k in ("workingTime", "origQuoteOrderQty"):
-            out.pop(k, None)
         return out
 
     def _h_cancel_order(self, params: dict[str, str]) -> str:
@@ -332,14 +347,22 @@ class EndpointHandlers:
         return json.dumps(self._cancel_reply(order, params))  # type: ignore[arg-type]
 
     def _h_cancel_open_orders(self, params: dict[str, str]) -> str:
+        """Plain orders first, then each executing order list as one list-status entry (as Binance)."""
         rules = self._rules(params)
         open_ = self.account.open_orders(rules.symbol)
         if not open_:
             raise ApiError(-2011, "Unknown order sent.")
-        out = []
+        lists = self.account.open_lists(rules.symbol)
+        in_lists = {i for lst in lists for i in lst.order_ids}
+        out: list[dict[str, Any]] = []
+        cid = self._client_id({}, "newClientOrderId")
         for order in open_:
-            self.account.cancel(rules, order, self._now)
-            out.append(self._cancel_reply(order, {}))
+            if order.order_id not in in_lists:
+                self.account.cancel(rules, order, self._now)
+                out.append(self._cancel_reply(order, {}, cancel_id=cid))
+        for lst in lists:
+            legs = self.account.cancel_list(rules, lst, self._now)
+            out.append(lst.to_api(legs, [self._cancel_reply(o, {}, cancel_id=cid) for o in legs], self._now))
         self._save()
         return json.dumps(out)
 

@@ -12,27 +12,43 @@ Matching rules (documented behaviour tests and helpers rely on):
   ``partial_fill_ratio`` x the original quantity (rounded down to the lot step, at least one
   step) and never more than the candle's volume: ratio 1.0 (default) fills at once, 0.5
   gives a PARTIALLY_FILLED order that completes on the next candle through the price.
+- STOP_LOSS(_LIMIT) / TAKE_PROFIT(_LIMIT) orders (with ``stopPrice`` and/or ``trailingDelta``)
+  wait, unworking, until the candles trigger them (``triggers.py``), then act as a MARKET or
+  LIMIT order; order lists (OCO) are in ``orderlist.py``.
 - Commission: ``fee_rate`` (0.1 %) of what is *received*: base asset on buys, quote asset on
   sells (Binance's default without BNB), quantized to 8 decimals (half up).
 - ``newClientOrderId`` must be unique among *open* orders (-2010 "Duplicate order sent.");
   like Binance, an id whose order is closed may be used again. Lookups by
   ``origClientOrderId`` return the most recent order with that id.
+
+Validation is split like Binance's: ``check`` is what the API layer rejects before the matching
+engine sees the order (parameters, order types, filters, order counts; cancelReplace runs it
+before cancelling), ``execute`` what the engine rejects (duplicate id, funds, "would match",
+"would trigger").
 """
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from dataclasses import asdict
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, Iterator, Protocol
 
 from tests.support.emulator.book import Book
+from tests.support.emulator.orderlist import OrderList, OrderLists
+from tests.support.emulator.orders import EmuOrder, EmuTrade, OrderSpec
+from tests.support.emulator.params import (ORDER_TYPES, PRICED_TYPES, Q8, STOP_TYPES, TIF_TYPES, ZERO, mandatory,
+                                           not_required, parse_decimal, parse_int, q8)
 from tests.support.emulator.rules import ApiError, SymbolRules
+from tests.support.emulator.triggers import RestingMatcher, would_trigger
 
-ZERO = Decimal(0)
-Q8 = Decimal("0.00000001")
-OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
-ORDER_TYPES = ("LIMIT", "MARKET", "LIMIT_MAKER")
-_NUMBER = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
+__all__ = ["Account", "EmuOrder", "EmuTrade", "MarketView", "OrderSpec", "mandatory", "parse_decimal", "q8"]
+
+_UNSUPPORTED = {  # order type missing from the symbol's orderTypes -> (code, message)
+    "MARKET": (-2010, "Market orders are not supported for this symbol."),
+    "STOP_LOSS": (-1013, "Stop loss orders are not supported for this symbol."),
+    "STOP_LOSS_LIMIT": (-1013, "Stop loss limit orders are not supported for this symbol."),
+    "TAKE_PROFIT": (-1013, "Take profit orders are not supported for this symbol."),
+    "TAKE_PROFIT_LIMIT": (-1013, "Take profit limit orders are not supported for this symbol."),
+}
 
 INSUFFICIENT = "Account has insufficient balance for requested action."
 
@@ -40,104 +56,19 @@ INSUFFICIENT = "Account has insufficient balance for requested action."
 class MarketView(Protocol):
     def book(self, symbol: str) -> Book | None: ...
 
+    def book_at(self, symbol: str, ts: int, price: Decimal) -> Book:
+        """A book centred on ``price`` during the candle opened at ``ts`` (where a stop triggered)."""
+        ...
+
     def avg_price(self, symbol: str) -> Decimal | None: ...
 
-    def candles_between(self, symbol: str, start_ms: int, now_ms: int) -> Iterator[tuple[int, int, float, float, float]]:
-        """(open time, tf ms, low, high, volume) of candles opened at/after start, closed at now."""
+    def candle_rows(self, symbol: str, start_ms: int,
+                    now_ms: int) -> Iterator[tuple[int, int, float, float, float, float, float]]:
+        """(open time, tf ms, open, high, low, close, volume) of candles opened at/after start, closed at now."""
         ...
 
 
-def q8(x: Decimal) -> Decimal:
-    return x.quantize(Q8, rounding=ROUND_HALF_UP)
-
-
-def mandatory(name: str) -> ApiError:
-    return ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
-
-
-def parse_decimal(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if required:
-            raise mandatory(name)
-        return None
-    if not _NUMBER.match(raw):
-        raise ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                              f"'^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.")
-    return Decimal(raw)
-
-
-@dataclass
-class EmuTrade:
-    id: int
-    symbol: str
-    order_id: int
-    client_id: str
-    price: Decimal
-    qty: Decimal
-    quote_qty: Decimal
-    commission: Decimal
-    commission_asset: str
-    time: int
-    is_buyer: bool
-    is_maker: bool
-
-    def to_api(self) -> dict[str, Any]:
-        return {"symbol": self.symbol, "id": self.id, "orderId": self.order_id, "orderListId": -1,
-                "price": f"{self.price:.8f}", "qty": f"{self.qty:.8f}", "quoteQty": f"{self.quote_qty:.8f}",
-                "commission": f"{self.commission:.8f}", "commissionAsset": self.commission_asset,
-                "time": self.time, "isBuyer": self.is_buyer, "isMaker": self.is_maker, "isBestMatch": True}
-
-
-@dataclass
-class EmuOrder:
-    symbol: str
-    order_id: int
-    client_id: str
-    side: str  # BUY | SELL
-    type: str  # LIMIT | MARKET | LIMIT_MAKER
-    time_in_force: str
-    price: Decimal  # 0 for market orders
-    orig_qty: Decimal
-    orig_quote_qty: Decimal
-    time: int
-    status: str = "NEW"
-    executed_qty: Decimal = ZERO
-    cum_quote: Decimal = ZERO
-    update_time: int = 0
-    locked: Decimal = ZERO  # funds still locked for this order (quote for buys, base for sells)
-    scan_from: int = 0  # resting orders: first candle open time not yet matched
-    trade_ids: list[int] = field(default_factory=list)
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in OPEN_STATUSES
-
-    @property
-    def remaining(self) -> Decimal:
-        return self.orig_qty - self.executed_qty
-
-    def to_api(self, kind: str = "query", fills: list[EmuTrade] | None = None) -> dict[str, Any]:
-        base = {"symbol": self.symbol, "orderId": self.order_id, "orderListId": -1, "clientOrderId": self.client_id}
-        common = {"price": f"{self.price:.8f}", "origQty": f"{self.orig_qty:.8f}",
-                  "executedQty": f"{self.executed_qty:.8f}", "cummulativeQuoteQty": f"{self.cum_quote:.8f}",
-                  "status": self.status, "timeInForce": self.time_in_force, "type": self.type, "side": self.side}
-        if kind == "ack":
-            return {**base, "transactTime": self.time}
-        if kind in ("result", "full"):
-            out = {**base, "transactTime": self.time, **common, "workingTime": self.time,
-                   "origQuoteOrderQty": f"{self.orig_quote_qty:.8f}", "selfTradePreventionMode": "NONE"}
-            if kind == "full":
-                out["fills"] = [{"price": f"{t.price:.8f}", "qty": f"{t.qty:.8f}",
-                                 "commission": f"{t.commission:.8f}", "commissionAsset": t.commission_asset,
-                                 "tradeId": t.id} for t in (fills or [])]
-            return out
-        return {**base, **common, "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": self.time,
-                "updateTime": self.update_time, "isWorking": self.type != "MARKET", "workingTime": self.time,
-                "origQuoteOrderQty": f"{self.orig_quote_qty:.8f}", "selfTradePreventionMode": "NONE"}
-
-
-class Account:
+class Account(RestingMatcher, OrderLists):
     """Balances and orders of the one emulated account. Not thread-safe: the emulator locks."""
 
     def __init__(self, balances: dict[str, Decimal], fee_rate: Decimal = Decimal("0.001"),
@@ -150,6 +81,7 @@ class Account:
         self.by_client: dict[str, EmuOrder] = {}
         self.by_id: dict[int, EmuOrder] = {}
         self.trades: list[EmuTrade] = []
+        self.lists: list[OrderList] = []  # index == orderListId
         self.next_order_id = 1
         self.next_trade_id = 1
 
@@ -178,7 +110,10 @@ class Account:
         return [o for o in self.orders if o.is_open and (symbol is None or o.symbol == symbol)]
 
     def find(self, symbol: str, order_id: int | None, client_id: str | None) -> EmuOrder | None:
+        """By id first; when both are given the client id must match that order (as on Binance)."""
         order = self.by_id.get(order_id) if order_id is not None else self.by_client.get(client_id or "")
+        if order is not None and order_id is not None and client_id and order.client_id != client_id:
+            return None
         return order if order is not None and order.symbol == symbol else None
 
     def order_trades(self, order: EmuOrder) -> list[EmuTrade]:
@@ -189,6 +124,14 @@ class Account:
     def place(self, rules: SymbolRules, market: MarketView, params: dict[str, str], now_ms: int,
               client_id: str) -> tuple[EmuOrder, list[EmuTrade]]:
         """Validate and execute a new order; raises ApiError exactly where Binance would."""
+        return self.execute(self.check(rules, market, params, client_id), market, now_ms)
+
+    def check(self, rules: SymbolRules, market: MarketView, params: dict[str, str], client_id: str,
+              extra_orders: int = 0, extra_algo: int = 0) -> OrderSpec:
+        """The API-level checks (parameters, order type, filters, order counts); changes nothing.
+
+        ``extra_orders``/``extra_algo``: orders of the same request already counted (OCO legs).
+        """
         side = params.get("side")
         if not side:
             raise mandatory("side")
@@ -198,41 +141,93 @@ class Account:
         if not otype:
             raise mandatory("type")
         if otype not in ORDER_TYPES:
-            raise ApiError(-1116, "Invalid orderType.") if otype not in rules.order_types else \
-                ApiError(-1014, "Unsupported order combination.")
+            raise ApiError(-1116, "Invalid orderType.")
         tif = params.get("timeInForce")
-        if otype == "LIMIT":
+        if otype in TIF_TYPES:
             if not tif:
                 raise mandatory("timeInForce")
             if tif not in ("GTC", "IOC", "FOK"):
                 raise ApiError(-1115, "Invalid timeInForce.")
         elif tif:
-            raise ApiError(-1106, "Parameter 'timeInForce' sent when not required.")
-        tif = tif or "GTC"
+            raise not_required("timeInForce")
         qty = parse_decimal(params, "quantity")
         quote_qty = parse_decimal(params, "quoteOrderQty")
-        price = parse_decimal(params, "price", required=otype != "MARKET")
+        price = parse_decimal(params, "price", required=otype in PRICED_TYPES)
+        stop = parse_decimal(params, "stopPrice")
+        trailing = parse_int(params, "trailingDelta")
         if otype == "MARKET":
             if price is not None:
-                raise ApiError(-1106, "Parameter 'price' sent when not required.")
+                raise not_required("price")
             if (qty is None) == (quote_qty is None):
                 raise ApiError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
-        elif qty is None:
-            raise mandatory("quantity")
+        else:
+            if quote_qty is not None:
+                raise not_required("quoteOrderQty")
+            if price is not None and otype not in PRICED_TYPES:
+                raise not_required("price")
+            if qty is None:
+                raise mandatory("quantity")
+        if otype in STOP_TYPES:
+            if stop is None and trailing is None:
+                raise ApiError(-1102, "Param 'stopPrice' or 'trailingDelta' must be sent, but both were empty/null!")
+        elif stop is not None:
+            raise not_required("stopPrice")
+        elif trailing is not None:
+            raise not_required("trailingDelta")
         if rules.status != "TRADING":
             raise ApiError(-2010, "Market is closed.")
         if otype not in rules.order_types:
-            raise ApiError(-2010, "Market orders are not supported for this symbol." if otype == "MARKET"
-                           else "Unsupported order combination")
-        if client_id in self.by_client and self.by_client[client_id].is_open:
+            raise ApiError(*_UNSUPPORTED.get(otype, (-2010, "Unsupported order combination")))
+        if trailing is not None and not rules.allows("allowTrailingStop"):
+            raise ApiError(-1013, "Trailing stop orders are not supported for this symbol.")
+        avg = market.avg_price(rules.symbol)
+        if avg is None or market.book(rules.symbol) is None:
+            raise ApiError(-2010, "Market is closed.")
+        spec = OrderSpec(rules, client_id, side, otype, tif or "GTC", qty, quote_qty, price, stop, trailing)
+        if otype == "MARKET":
+            if qty is not None:  # quoteOrderQty orders are checked on the book walk (execute)
+                rules.check_quantity(qty, market=True)
+                rules.check_notional(qty * avg, market=True)
+            return spec
+        assert qty is not None
+        stop_market = otype in ("STOP_LOSS", "TAKE_PROFIT")
+        if price is not None:
+            rules.check_price(price)
+        if stop is not None:
+            rules.check_price(stop)
+        rules.check_quantity(qty, market=stop_market)
+        if price is not None:
+            rules.check_percent_price(side, price, avg)
+        if stop_market:  # notional at the stop price (the average price for a pure trailing stop)
+            rules.check_notional((stop or avg) * qty, market=True)
+        else:
+            assert price is not None
+            rules.check_notional(price * qty, market=False)
+        if trailing is not None:
+            rules.check_trailing_delta(side, otype, trailing)
+        rules.check_open_orders(len(self.open_orders(rules.symbol)) + extra_orders)
+        if otype in STOP_TYPES:
+            rules.check_algo_orders(self.open_algo_count(rules.symbol) + extra_algo)
+        return spec
+
+    def open_algo_count(self, symbol: str) -> int:
+        return sum(1 for o in self.open_orders(symbol) if o.type in STOP_TYPES)
+
+    def is_duplicate(self, client_id: str) -> bool:
+        return client_id in self.by_client and self.by_client[client_id].is_open
+
+    def execute(self, spec: OrderSpec, market: MarketView, now_ms: int) -> tuple[EmuOrder, list[EmuTrade]]:
+        """The matching-engine side: duplicate id, funds, "would match/trigger", then the fills."""
+        rules, side, otype, tif, qty, price = spec.rules, spec.side, spec.type, spec.tif, spec.qty, spec.price
+        if self.is_duplicate(spec.client_id):
             raise ApiError(-2010, "Duplicate order sent.")
         avg = market.avg_price(rules.symbol)
         book = market.book(rules.symbol)
-        if avg is None or book is None:
-            raise ApiError(-2010, "Market is closed.")
+        assert avg is not None and book is not None  # check() saw them
 
         fills: list[tuple[Decimal, Decimal]]
         if otype == "MARKET":
+            quote_qty = spec.quote_qty
             if quote_qty is not None:
                 if not rules.quote_order_qty_allowed:
                     raise ApiError(-2010, "Quote order qty market orders are not support for this symbol.")
@@ -243,36 +238,43 @@ class Account:
                 rules.check_quantity(qty, market=True)
                 rules.check_notional(quote_qty, market=True)
             else:
-                rules.check_quantity(qty, market=True)
-                rules.check_notional(qty * avg, market=True)
+                assert qty is not None
                 fills = self._walk(book, side, qty, None)
             cost = sum((q8(p * q) for p, q in fills), ZERO)
             if side == "BUY" and max(cost, quote_qty or ZERO) > self.free.get(rules.quote, ZERO):
                 raise ApiError(-2010, INSUFFICIENT)
             if side == "SELL" and qty > self.free.get(rules.base, ZERO):
                 raise ApiError(-2010, INSUFFICIENT)
-            order = self._new_order(rules, client_id, side, otype, "GTC", ZERO, qty, quote_qty or ZERO, now_ms)
+            order = self._new_order(rules, spec.client_id, side, otype, "GTC", ZERO, qty, quote_qty or ZERO, now_ms)
             trades = [self._fill(order, rules, p, q, now_ms, maker=False) for p, q in fills]
             order.status = "FILLED" if order.remaining == 0 and trades else "EXPIRED"
             return order, trades
 
-        assert price is not None and qty is not None
-        rules.check_price(price)
-        rules.check_quantity(qty, market=False)
-        rules.check_percent_price(side, price, avg)
-        rules.check_notional(price * qty, market=False)
-        rules.check_open_orders(len(self.open_orders(rules.symbol)))
+        assert qty is not None
+        if otype in STOP_TYPES:
+            if spec.stop is not None and would_trigger(side, otype, spec.stop, avg):
+                raise ApiError(-2010, "Stop price would trigger immediately.")
+            lock_asset, lock_amount = self.stop_lock(rules, side, qty, price or spec.stop or avg)
+            if lock_amount > self.free.get(lock_asset, ZERO):
+                raise ApiError(-2010, INSUFFICIENT)
+            order = self._new_order(rules, spec.client_id, side, otype, tif, price or ZERO, qty, ZERO, now_ms)
+            self.arm_stop(order, spec.stop, spec.trailing, avg, now_ms)
+            self._lock(lock_asset, lock_amount)
+            order.locked = lock_amount
+            return order, []
+
+        assert price is not None
         (best_bid, _), (best_ask, _) = book.top()
         marketable = price >= best_ask if side == "BUY" else price <= best_bid
         if otype == "LIMIT_MAKER" and marketable:
             raise ApiError(-2010, "Order would immediately match and take.")
-        lock_asset, lock_amount = (rules.quote, q8(price * qty)) if side == "BUY" else (rules.base, qty)
+        lock_asset, lock_amount = self.stop_lock(rules, side, qty, price)
         if lock_amount > self.free.get(lock_asset, ZERO):
             raise ApiError(-2010, INSUFFICIENT)
         fills = self._walk(book, side, qty, price) if marketable else []
         if tif == "FOK" and sum((q for _, q in fills), ZERO) < qty:
             fills = []
-        order = self._new_order(rules, client_id, side, otype, tif, price, qty, ZERO, now_ms)
+        order = self._new_order(rules, spec.client_id, side, otype, tif, price, qty, ZERO, now_ms)
         self._lock(lock_asset, lock_amount)
         order.locked = lock_amount
         trades = [self._fill(order, rules, p, q, now_ms, maker=False) for p, q in fills]
@@ -286,38 +288,36 @@ class Account:
             self._release(order, rules)
         return order, trades
 
+    @staticmethod
+    def stop_lock(rules: SymbolRules, side: str, qty: Decimal, ref_price: Decimal) -> tuple[str, Decimal]:
+        """What an open order locks: the base quantity for a sell, ``ref_price x qty`` quote for a buy.
+
+        For a buy stop-market order ``ref_price`` is its stop price (the last price for a trailing
+        stop without one); what the fill costs beyond that is taken from the free balance.
+        """
+        return (rules.quote, q8(ref_price * qty)) if side == "BUY" else (rules.base, qty)
+
+    @staticmethod
+    def arm_stop(order: EmuOrder, stop: Decimal | None, trailing: int | None, last: Decimal, now_ms: int) -> None:
+        """Set a new stop order waiting; a trailing stop without stopPrice tracks from the last price."""
+        order.working_time = -1
+        order.stop_price = stop or ZERO
+        if trailing is not None:
+            order.trailing_delta = trailing
+            if stop is None:
+                order.trailing_time, order.trail_extreme = now_ms, last
+
     def cancel(self, rules: SymbolRules, order: EmuOrder | None, now_ms: int) -> EmuOrder:
+        """Cancel one order; an order of an executing order list cancels the whole list."""
         if order is None or not order.is_open:
             raise ApiError(-2011, "Unknown order sent.")
+        if order.order_list_id >= 0 and self.lists[order.order_list_id].is_open:
+            self.cancel_list(rules, self.lists[order.order_list_id], now_ms)
+            return order
         order.status = "CANCELED"
         order.update_time = now_ms
         self._release(order, rules)
         return order
-
-    def match_resting(self, rules_of: dict[str, SymbolRules], market: MarketView, now_ms: int) -> list[EmuTrade]:
-        """Fill resting orders against the candles that closed since they were last looked at."""
-        new: list[EmuTrade] = []
-        for order in self.open_orders():
-            rules = rules_of[order.symbol]
-            step = rules.step if rules.step > 0 else Q8
-            cap = (order.orig_qty * Decimal(repr(self.partial_fill_ratio)) / step).to_integral_value(ROUND_DOWN) * step
-            cap = max(cap, step)
-            for ts, tf, low, high, volume in market.candles_between(order.symbol, order.scan_from, now_ms):
-                order.scan_from = ts + tf
-                through = low < float(order.price) if order.side == "BUY" else high > float(order.price)
-                if not through:
-                    continue
-                by_volume = (Decimal(repr(volume)) / step).to_integral_value(ROUND_DOWN) * step
-                qty = min(order.remaining, cap, by_volume)
-                if qty <= 0:
-                    continue
-                new.append(self._fill(order, rules, order.price, qty, ts + tf - 1, maker=True))
-                if order.remaining == 0:
-                    order.status = "FILLED"
-                    self._release(order, rules)
-                    break
-                order.status = "PARTIALLY_FILLED"
-        return new
 
     # -- internals ------------------------------------------------------------------------
     def _new_order(self, rules: SymbolRules, client_id: str, side: str, otype: str, tif: str, price: Decimal,
@@ -386,7 +386,7 @@ class Account:
                 order.locked -= qty
             self._credit(rules.quote, quote - commission)
         trade = EmuTrade(self.next_trade_id, order.symbol, order.order_id, order.client_id, price, qty, quote,
-                         commission, asset, ts, order.side == "BUY", maker)
+                         commission, asset, ts, order.side == "BUY", maker, order.order_list_id)
         self.next_trade_id += 1
         self.trades.append(trade)
         order.trade_ids.append(trade.id)
@@ -408,10 +408,11 @@ class Account:
 
         return {"free": enc(self.free), "locked": enc(self.locked), "next_order_id": self.next_order_id,
                 "next_trade_id": self.next_trade_id, "orders": [enc(asdict(o)) for o in self.orders],
-                "trades": [enc(asdict(t)) for t in self.trades]}
+                "trades": [enc(asdict(t)) for t in self.trades], "order_lists": [asdict(lst) for lst in self.lists]}
 
     def load_dict(self, data: dict[str, Any]) -> None:
-        dec_order = ("price", "orig_qty", "orig_quote_qty", "executed_qty", "cum_quote", "locked")
+        dec_order = ("price", "orig_qty", "orig_quote_qty", "executed_qty", "cum_quote", "locked", "stop_price",
+                     "trail_extreme")
         dec_trade = ("price", "qty", "quote_qty", "commission")
         self.free = {a: Decimal(v) for a, v in data["free"].items()}
         self.locked = {a: Decimal(v) for a, v in data["locked"].items()}
@@ -421,6 +422,7 @@ class Account:
                        for o in data["orders"]]
         self.trades = [EmuTrade(**{k: Decimal(v) if k in dec_trade else v for k, v in t.items()})
                        for t in data["trades"]]
+        self.lists = [OrderList(**lst) for lst in data.get("order_lists", [])]
         self.by_id = {o.order_id: o for o in self.orders}
         self.by_client = {}
         for o in self.orders:

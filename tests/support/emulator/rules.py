@@ -1,9 +1,10 @@
 """The real Binance exchangeInfo, cut down to the symbols we have candles for, and its filters.
 
-Order checks follow Binance's filter semantics (PRICE_FILTER, LOT_SIZE, MARKET_LOT_SIZE,
-PERCENT_PRICE / PERCENT_PRICE_BY_SIDE, MIN_NOTIONAL / NOTIONAL, MAX_NUM_ORDERS) and fail with
-Binance's real code and message (``-1013 "Filter failure: <FILTER>"``). The "average price"
-the percent and notional filters use is the last close (the source data is hourly).
+Order checks follow Binance's filter semantics (PRICE_FILTER on price and stopPrice, LOT_SIZE,
+MARKET_LOT_SIZE, PERCENT_PRICE / PERCENT_PRICE_BY_SIDE, MIN_NOTIONAL / NOTIONAL, MAX_NUM_ORDERS,
+MAX_NUM_ALGO_ORDERS, TRAILING_DELTA) and fail with Binance's real code and message
+(``-1013 "Filter failure: <FILTER>"``). The "average price" the percent and notional filters
+use is the last close (the source data is hourly).
 """
 from __future__ import annotations
 
@@ -21,12 +22,19 @@ ZERO = Decimal(0)
 class ApiError(Exception):
     """A Binance error reply: HTTP status plus ``{"code": ..., "msg": ...}``."""
 
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+    def __init__(self, code: int, msg: str, status: int = 400, data: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code} {msg}")
-        self.code, self.msg, self.status = code, msg, status
+        self.code, self.msg, self.status, self.data = code, msg, status, data
+
+    def reply(self) -> dict[str, Any]:
+        """The ``{"code", "msg"}`` object (cancelReplace nests these inside its ``data``)."""
+        return {"code": self.code, "msg": self.msg}
 
     def body(self) -> str:
-        return json.dumps({"code": self.code, "msg": self.msg})
+        out: dict[str, Any] = self.reply()
+        if self.data is not None:
+            out["data"] = self.data
+        return json.dumps(out)
 
 
 def filter_failure(name: str) -> ApiError:
@@ -120,6 +128,30 @@ class SymbolRules:
         f = self.filters.get("MAX_NUM_ORDERS")
         if f and open_count >= int(f["maxNumOrders"]):
             raise filter_failure("MAX_NUM_ORDERS")
+
+    def check_algo_orders(self, open_algo_count: int) -> None:
+        """Stop-loss and take-profit orders ("algo" orders) have their own cap per symbol."""
+        f = self.filters.get("MAX_NUM_ALGO_ORDERS")
+        if f and open_algo_count >= int(f["maxNumAlgoOrders"]):
+            raise filter_failure("MAX_NUM_ALGO_ORDERS")
+
+    def check_trailing_delta(self, side: str, otype: str, delta: int) -> None:
+        """"Above" bounds for stops that trigger on a rise (SL buy, TP sell), "below" for the rest."""
+        f = self.filters.get("TRAILING_DELTA")
+        if not f:
+            return
+        above = (side == "BUY") == otype.startswith("STOP_LOSS")
+        lo, hi = (f["minTrailingAboveDelta"], f["maxTrailingAboveDelta"]) if above else \
+            (f["minTrailingBelowDelta"], f["maxTrailingBelowDelta"])
+        if not int(lo) <= delta <= int(hi):
+            raise filter_failure("TRAILING_DELTA")
+
+    def allows(self, flag: str) -> bool:
+        """exchangeInfo feature flags (ocoAllowed, allowTrailingStop, cancelReplaceAllowed).
+
+        Only an explicit ``false`` forbids: older exchangeInfo files predate some of the flags.
+        """
+        return self.raw.get(flag, True) is not False
 
 
 def load_exchange_info(path: Path) -> dict[str, Any]:

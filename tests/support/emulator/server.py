@@ -43,7 +43,9 @@ from tests.support.emulator.book import Book, BookMaker
 from tests.support.emulator.candles import CandleBook
 from tests.support.emulator.faults import Faults, SapiMeter, WeightMeter
 from tests.support.emulator.handlers import DAY_MS, HOUR_MS, ROUTES, EndpointHandlers, _int_param
+from tests.support.emulator.list_handlers import ListHandlers
 from tests.support.emulator.matching import Account, EmuOrder, EmuTrade, mandatory
+from tests.support.emulator.orderlist import OrderList
 from tests.support.emulator.rules import ApiError, ExchangeRules, load_exchange_info
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def _strip_signature(raw: str) -> str:
     return "&".join(part for part in raw.split("&") if not part.startswith("signature="))
 
 
-class Emulator(EndpointHandlers):
+class Emulator(EndpointHandlers, ListHandlers):
     """Binance spot over loopback HTTP, on recorded candles and a virtual market clock."""
 
     def __init__(self, ohlcv_dir: Path, exchange_info: Path, start_ms: int, *, api_key: str = "emu-key-0001",
@@ -129,7 +131,7 @@ class Emulator(EndpointHandlers):
         self._market_ms = ms
 
     def set_time(self, ms: int) -> None:
-        """Move market time to ``ms`` (never backwards); resting orders fill on the candles passed."""
+        """Move market time to ``ms`` (never backwards); open orders fill/trigger on the candles passed."""
         ms = int(ms)
         with self._lock:
             if ms < self._now:
@@ -176,6 +178,12 @@ class Emulator(EndpointHandlers):
         """Every order ever accepted, in placement order."""
         with self._lock:
             return list(self.account.orders)
+
+    @property
+    def order_lists(self) -> list[OrderList]:
+        """Every order list (OCO) ever placed; index == orderListId."""
+        with self._lock:
+            return list(self.account.lists)
 
     @property
     def trades(self) -> list[EmuTrade]:
@@ -227,18 +235,25 @@ class Emulator(EndpointHandlers):
             return self._books.book(symbol, ref_ts, close, self._hourly_quote_volume(symbol, ref_ts), r.tick,
                                     r.step, r.min_qty)
 
+    def book_at(self, symbol: str, ts: int, price: Decimal) -> Book:
+        """A book centred on ``price`` during the candle opened at ``ts``: where a stop order executes."""
+        r = self.exchange.rules[symbol]
+        return self._books.book(symbol, ts, float(price), self._hourly_quote_volume(symbol, ts), r.tick, r.step,
+                                r.min_qty)
+
     def avg_price(self, symbol: str) -> Decimal | None:
         last = self.candles.last_close(symbol, self._now)
         return None if last is None else Decimal(repr(last[1]))
 
-    def candles_between(self, symbol: str, start_ms: int, now_ms: int) -> Iterator[tuple[int, int, float, float, float]]:
+    def candle_rows(self, symbol: str, start_ms: int,
+                    now_ms: int) -> Iterator[tuple[int, int, float, float, float, float, float]]:
         s = self.candles.price_series(symbol)
         if s is None:
             return
         hi = s.closed_count(now_ms)
         for i in range(s.index_at(start_ms), hi):
             o, h, low, c, v = s.ohlcv[i]
-            yield int(s.ts[i]), s.tf_ms, float(low), float(h), float(v)
+            yield int(s.ts[i]), s.tf_ms, float(o), float(h), float(low), float(c), float(v)
 
     # -- persistence ----------------------------------------------------------------------
     def _save(self) -> None:
@@ -347,8 +362,8 @@ class Emulator(EndpointHandlers):
             cut = self._rng.randint(1, max(1, len(body) - 1))
             return reply(200, body[:cut], fault, weight)
         extra = None
-        if route.handler == "new_order":
-            extra = self._order_count_headers(wall)
+        if route.order_count:
+            extra = self._order_count_headers(wall, route.order_count)
         return reply(status, body, None, weight, extra)
 
     def _too_much_weight(self) -> str:
@@ -382,9 +397,9 @@ class Emulator(EndpointHandlers):
         text = "502 Bad Gateway" if status == 502 else "504 Gateway Time-out"
         return reply(status, f"<html><body><h1>{text}</h1></body></html>", fault, weight, content_type="text/html")
 
-    def _order_count_headers(self, wall: int) -> dict[str, str]:
+    def _order_count_headers(self, wall: int, count: int = 1) -> dict[str, str]:
         times = self._order_times
-        times.append(wall)
+        times.extend([wall] * count)
         while times and times[0] <= wall - DAY_MS:
             times.popleft()
         recent = sum(1 for t in times if t > wall - 10_000)

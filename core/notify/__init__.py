@@ -1,0 +1,1 @@
+"""Notifications: the outbox sender, its channels (Telegram, webhooks) and the Telegram remote."""
