@@ -9,6 +9,12 @@ Two runs of the same data, because they measure different things:
   executor path too (a fill, an order and a position written per trade). This is the run to
   compare with freqtrade, which trades throughout as well.
 
+Both run without the random baselines (``--baseline-seeds 0``). A third run, ``seeds``, is the
+default config with ``--baseline-seeds 20``: the backtest plus 20 seeds of each random baseline
+(random pairs and random timing, 40 engine runs in worker processes, one per core); it prints its
+median wall time and the ratio to the plain ``default`` run measured here (goal: 20 seeds in
+under a minute on 2 cores).
+
 Each runs ``python -m core backtest --data DIR --json`` as a child process, so the figures include
 interpreter start, imports, loading the CSVs, the signal precomputation, the engine's 5,000+
 cycles and the report. Per run: wall time, the child's CPU time (user + sys, steadier than wall
@@ -18,7 +24,8 @@ medians and the ratios to freqtrade's figures (DESIGN.md: 26.8 s wall, 1,075 MiB
 Warm cache: the numba kernels are already compiled in the cache (``pitrader warmup`` or an
 earlier run). Cold cache: a fresh, empty ``NUMBA_CACHE_DIR``, so every kernel compiles first.
 
-    .venv/bin/python benchmarks/bench_backtest.py [--runs 3] [--no-cold] [--data DIR] [--only default|trading]
+    .venv/bin/python benchmarks/bench_backtest.py [--runs 3] [--no-cold] [--data DIR] [--only default|trading|seeds]
+        [--seeds 20]
 """
 from __future__ import annotations
 
@@ -49,9 +56,9 @@ def trading_config(folder: Path) -> Path:
     return path
 
 
-def run_once(data: Path, env: dict[str, str], config: Path | None = None) -> dict:
+def run_once(data: Path, env: dict[str, str], config: Path | None = None, seeds: int = 0) -> dict:
     cmd = [sys.executable, "-m", "core"] + (["--config", str(config)] if config else []) + [
-        "backtest", "--data", str(data), "--json"]
+        "backtest", "--data", str(data), "--json", "--baseline-seeds", str(seeds)]
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out_f, stderr=err_f)
@@ -73,11 +80,12 @@ def show(label: str, r: dict) -> None:
           f"{r['candles'] / r['wall']:>9,.0f} candles/s | peak RSS {r['rss_mib']:6.0f} MiB | {r['trades']} trades")
 
 
-def measure(name: str, data: Path, env: dict[str, str], runs: int, config: Path | None) -> dict:
-    run_once(data, env, config)  # make sure the regular cache is warm
+def measure(name: str, data: Path, env: dict[str, str], runs: int, config: Path | None, seeds: int = 0) -> dict:
+    if seeds == 0:
+        run_once(data, env, config)  # make sure the regular cache is warm
     warm = []
     for i in range(runs):
-        warm.append(run_once(data, env, config))
+        warm.append(run_once(data, env, config, seeds))
         show(f"{name} warm {i + 1}", warm[-1])
     med = {k: statistics.median(r[k] for r in warm) for k in ("wall", "cpu", "rss_mib", "inner")}
     return {**med, "first": warm[0]}
@@ -88,7 +96,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="warm runs of each kind (median reported)")
     ap.add_argument("--no-cold", action="store_true", help="skip the cold-cache run")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--only", choices=("default", "trading"), help="run one kind only")
+    ap.add_argument("--only", choices=("default", "trading", "seeds"), help="run one kind only (seeds: also "
+                    "the default run, its reference)")
+    ap.add_argument("--seeds", type=int, default=20, help="random seeds of each kind in the seeds run")
     args = ap.parse_args()
 
     env = dict(os.environ)
@@ -101,18 +111,25 @@ def main() -> None:
         show("cold (default)", cold)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-backtest-") as tmp:
-        kinds = {"default": None, "trading": trading_config(Path(tmp))}
-        for name, config in kinds.items():
-            if args.only in (None, name):
-                results[name] = measure(name, args.data, env, args.runs, config)
+        kinds = {"default": (None, 0), "trading": (trading_config(Path(tmp)), 0), "seeds": (None, args.seeds)}
+        for name, (config, seeds) in kinds.items():
+            if args.only in (None, name) or (args.only == "seeds" and name == "default"):
+                results[name] = measure(name, args.data, env, args.runs, config, seeds)
     print()
     for name, med in results.items():
         r0 = med["first"]
-        what = ("default config (halts stop entries early)" if name == "default"
-                else "halts lifted, trading throughout")
+        what = {"default": "default config (halts stop entries early)",
+                "trading": "halts lifted, trading throughout",
+                "seeds": f"default config + {args.seeds} seeds x 2 random baselines"}[name]
         print(f"{name:>8}: {r0['pairs']} pairs, {r0['candles']:,} candles, {r0['trades']} trades ({what})")
         print(f"          median {med['wall']:.2f} s wall ({r0['candles'] / med['wall']:,.0f} candles/s), "
               f"{med['cpu']:.2f} s cpu, peak RSS {med['rss_mib']:.0f} MiB")
+    if "seeds" in results and "default" in results:
+        seeds, plain = results["seeds"], results["default"]
+        print(f"backtest + {args.seeds} random seeds (x 2 kinds, {2 * args.seeds} engine runs, "
+              f"{os.cpu_count()} cores): median {seeds['wall']:.2f} s wall = {seeds['wall'] / plain['wall']:.1f}x "
+              f"the plain backtest ({plain['wall']:.2f} s); {seeds['wall'] - plain['wall']:.2f} s for the seeds; "
+              f"goal < 60 s for 20 seeds")
     if cold:
         print(f"cold cache (default): {cold['wall']:.2f} s wall, {cold['cpu']:.2f} s cpu (numba compiles every kernel)")
     ref = results.get("trading")

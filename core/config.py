@@ -83,6 +83,11 @@ class TradingConfig:
                                    max=0.5)
     max_hold_hours: float = opt(48.0, "exit a position after this many hours (0: never)", min=0, max=24 * 365)
     monitor_interval_s: float = opt(3.0, "seconds between exit checks of open positions", min=0.5, max=600)
+    exchange_stops: str = opt("oco", "live: protective exit resting on the exchange after each entry: oco (take-profit "
+                              "+ stop-limit), stop (stop-limit only) or off", choices=("oco", "stop", "off"))
+    stop_limit_offset_pct: float = opt(0.005, "limit price of an exchange stop-limit this fraction below its stop",
+                                       gt=0, max=0.2)
+    trail_update_s: float = opt(60.0, "move a trailing exchange stop at most this often, seconds", min=1, max=86400)
 
 
 @dataclass(frozen=True)

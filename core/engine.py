@@ -30,6 +30,7 @@ from core.store.state import Store
 log = logging.getLogger(__name__)
 
 EQUITY_EVERY_MS = 60_000
+EXCLUDED_KEY = "excluded_symbols"  # bot_state: `pitrader exclude` (symbol -> who), kept across restarts
 PAUSE_KEY = "entries_paused"  # bot_state: a manual pause, kept across restarts  # equity snapshots: at most one a minute
 SUMMARY_EVERY_MS = 3_600_000  # an unchanged cycle summary is repeated at INFO once an hour
 
@@ -77,6 +78,9 @@ class Hooks:
         """A reason to pause new entries (exits keep running), or None."""
         return None
 
+    async def on_tick(self, engine: "Engine") -> None:
+        """Every monitor interval between scans (the service's manual command queue)."""
+
 
 class Engine:
     start_retry_s = 5.0  # first wait after a failed start; doubles up to 5 minutes
@@ -106,6 +110,7 @@ class Engine:
         self._summary, self._summary_ms = "", 0
         self.storage_fault: str | None = None  # the state database cannot be written: entries paused
         self._paused: dict | None = None  # a manual pause: {"by", "since_ms"}
+        self.excluded: dict[str, str] = {}  # runtime blacklist: symbol -> who excluded it
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop requested") -> None:
@@ -134,7 +139,7 @@ class Engine:
             return
         self.markets = await self.gateway.load_markets()
         await self.risk.load()
-        self._paused = await self.store.get_state(PAUSE_KEY)
+        await self.load_manual_state()
         if self._paused is not None:
             log.warning("entries still paused by %s (since before the restart): `pitrader resume` allows them",
                         self._paused.get("by", "?"))
@@ -142,6 +147,25 @@ class Engine:
         self._started = True
 
     # --- manual control (CLI, Telegram): every action logged at WARNING and audited ------------
+    async def load_manual_state(self) -> None:
+        """The pause and the runtime blacklist as the store has them (start, or a CLI acting directly)."""
+        self._paused = await self.store.get_state(PAUSE_KEY)
+        self.excluded = dict(await self.store.get_state(EXCLUDED_KEY, {}) or {})
+
+    async def exclude(self, symbol: str, who: str, remove: bool = False) -> bool:
+        """Add ``symbol`` to (or take it off) the runtime blacklist: no new entries on it; open positions
+        keep their exits. False: nothing changed."""
+        if remove == (symbol not in self.excluded):
+            return False
+        if remove:
+            del self.excluded[symbol]
+        else:
+            self.excluded[symbol] = who
+        await self.store.set_state(EXCLUDED_KEY, self.excluded)
+        log.warning("%s %s by %s", symbol, "no longer excluded" if remove else "excluded from new entries", who)
+        audit("include" if remove else "exclude", symbol=symbol, by=who)
+        return True
+
     async def pause(self, who: str) -> bool:
         """Stop new entries (exits go on) until ``resume``; survives restarts. False: already paused."""
         if self._paused is not None:
@@ -259,6 +283,10 @@ class Engine:
                 break
             if paused:
                 refusals.refuse(log, opp.symbol, "paused", "entries paused: %s", paused)
+                continue
+            if opp.symbol in self.excluded:
+                refusals.refuse(log, opp.symbol, "excluded", "entry %s refused: excluded by %s", opp.symbol,
+                                self.excluded[opp.symbol])
                 continue
             market = self.markets.get(opp.symbol)
             if market is None:
@@ -412,6 +440,7 @@ class Engine:
             try:
                 await self.check_exits()
                 await self.executor.poll()
+                await self.hooks.on_tick(self)
                 self.hooks.progress()
             except GatewayError as exc:
                 log.warning("exit monitor: %s (will retry)", exc)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import sqlite3
 import signal
 import subprocess
 import sys
@@ -56,6 +58,103 @@ def write_config(d: Path, url: str) -> Path:
     return path
 
 
+LEG = re.compile(r"^pt([0-9a-f]+)-(\d+)-([st])(\d+)$")
+
+
+class RestartChecks:
+    """Checks made on each restart once its start-up (reconciliation and protection) is done, while
+    it runs: every fill the exchange made before the restart is in the store once; no position
+    has sold more than it held; no position is still open after one of its exchange legs filled
+    before the restart; every open position has a resting exchange stop (or loses it only to an
+    exit, within one monitor interval)."""
+
+    def __init__(self, state: Path, emu) -> None:
+        self.state, self.emu = state, emu
+        self.checked_runs = 0
+        self.last_checked: Path | None = None
+        self.violations: list[str] = []
+        self.protected_at_start = 0  # open positions found with a resting stop after a restart
+        self.leg_fills_while_down = 0  # exchange legs that filled while pitrader was down
+        self.closed_by_leg = 0
+        self.windows: list[list] = []  # [killed at, next start-up done at] in market ms
+        self._counted_legs: set[str] = set()
+
+    def down(self, seconds: float) -> None:
+        self.windows.append([self.emu.now_ms, None])  # until the next run finished its start-up
+        time.sleep(seconds)
+
+    def _read(self):
+        conn = sqlite3.connect(f"file:{self.state / 'live.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            tag = json.loads(conn.execute("SELECT value FROM bot_state WHERE key='order_tag'").fetchone()[0])
+            positions = {r[0]: (r[1], D(r[2])) for r in conn.execute("SELECT id, status, amount FROM positions")}
+            orders = {r[0]: r[1:] for r in conn.execute("SELECT client_id, position_id, intent, status FROM orders")}
+            fills = [fill_from_row(r) for r in conn.execute(f"SELECT {FILL_COLUMNS} FROM fills WHERE source='bot'")]
+        finally:
+            conn.close()
+        return tag, positions, orders, fills
+
+    def _resting_stops(self, tag: str) -> set[int]:
+        out = set()
+        for o in self.emu.order_list:
+            m = LEG.match(o.client_id)
+            if m and m.group(1) == tag and m.group(3) == "s" and o.status in ("NEW", "PARTIALLY_FILLED"):
+                out.add(int(m.group(2)))
+        return out
+
+    def after_start(self, log: Path, launched_at: int) -> None:
+        if self.last_checked == log or "protection check done" not in log.read_text():
+            return
+        self.last_checked = log
+        self.checked_runs += 1
+        for w in self.windows:
+            if w[1] is None:
+                w[1] = self.emu.now_ms
+        tag, positions, orders, fills = self._read()
+        stored = {(f.symbol, f.trade_id) for f in fills}
+        for t in self.emu.trades:
+            if t.time <= launched_at and (f"{t.symbol[:-4]}/USDT", str(t.id)) not in stored:
+                self.violations.append(f"{log.name}: exchange trade {t.id} ({t.client_id}) not in the store")
+        sold: dict[int, D] = {}
+        held: dict[int, D] = {}
+        for f in fills:
+            pid = orders[f.order_id][0]
+            if f.side == BUY:
+                held[pid] = held.get(pid, D(0)) + f.quantity - (f.fee if f.fee_asset == f.symbol.split("/")[0] else 0)
+            else:
+                sold[pid] = sold.get(pid, D(0)) + f.quantity
+        self.violations += [f"{log.name}: position #{p} sold {q}, held {held.get(p, D(0))}"
+                            for p, q in sold.items() if q > held.get(p, D(0))]
+        for o in self.emu.order_list:
+            m = LEG.match(o.client_id)
+            if not m or m.group(1) != tag or o.executed_qty <= 0 or o.update_time > launched_at:
+                continue
+            pid = int(m.group(2))
+            if o.client_id not in self._counted_legs:
+                self._counted_legs.add(o.client_id)
+                self.closed_by_leg += 1
+                if any(a <= o.update_time <= (b if b is not None else launched_at) for a, b in self.windows):
+                    self.leg_fills_while_down += 1
+            if positions.get(pid, ("closed",))[0] == "open":
+                self.violations.append(f"{log.name}: position #{pid} still open after its leg {o.client_id} filled")
+        in_flight = {p for cid, (p, intent, status) in orders.items() if intent == "entry"
+                     and status in ("new", "submitted", "partially_filled")}
+        bare = {p for p, (status, amount) in positions.items() if status == "open" and amount > 0} - in_flight \
+            - self._resting_stops(tag)
+        self.protected_at_start += sum(1 for s, a in positions.values() if s == "open" and a > 0) - len(bare)
+        if bare:  # an exit may be cancelling a list right now: one monitor interval (0.5 s) and a request later?
+            time.sleep(1.0)
+            _, positions, _, _ = self._read()
+            still = {p for p in bare if positions[p][0] == "open"} - self._resting_stops(tag)
+            self.violations += [f"{log.name}: position #{p} without a resting stop after start" for p in still]
+
+    def report(self, kinds: dict, runs: int) -> None:
+        print(f"\nSIGKILL test: {sum(kinds.values())} kills ({kinds}), {runs} runs, {self.checked_runs} restarts "
+              f"checked after start-up; exchange legs filled: {self.closed_by_leg} (of them while pitrader was down: "
+              f"{self.leg_fills_while_down}); open positions protected right after a restart: "
+              f"{self.protected_at_start}; violations: {len(self.violations)}")
+
+
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(SEED)
     with running_emulator(balances={"USDT": "10000"}, start_ms=MARKET_T0, seed=SEED) as emu:
@@ -83,29 +182,46 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
             logs.append(out)
             return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
 
-        kinds = {"timer": 0, "after_order": 0}  # kills by kind; "after_order" only when an order did arrive
+        # kills by kind: "start_up" at a random moment from launch (often inside start-up/reconciliation),
+        # "timer" at a random moment after start-up, "after_order" right after an order reached the exchange
+        kinds = {"start_up": 0, "timer": 0, "after_order": 0}
+        checks = RestartChecks(state, emu)
+
+        def wait(proc, seconds: float, until=lambda: False) -> None:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and proc.poll() is None and not until():
+                checks.after_start(logs[-1], launched_at)
+                time.sleep(0.002)
+
         try:
             for i in range(KILLS):
-                seen = len(emu.order_list)
+                launched_at = emu.now_ms
                 proc = launch()
-                if i % 2 == 0:  # a random moment of its life: start-up, reconciliation, scan, orders, exits
-                    deadline = time.monotonic() + rng.uniform(0.3, 4.0)
-                    while time.monotonic() < deadline and proc.poll() is None:
-                        time.sleep(0.005)
-                    kinds["timer"] += 1
-                else:  # right after its next order reached the exchange, before it can store the reply
-                    deadline = time.monotonic() + 6.0
-                    extra = rng.uniform(0.0, 0.01)
-                    while time.monotonic() < deadline and proc.poll() is None and len(emu.order_list) <= seen:
-                        time.sleep(0.001)
-                    time.sleep(extra)
-                    kinds["after_order"] += len(emu.order_list) > seen
+                if i % 4 == 0:
+                    wait(proc, rng.uniform(0.3, 4.0))
+                    kinds["start_up"] += 1
+                else:
+                    wait(proc, 30.0, lambda: checks.last_checked == logs[-1])  # start-up done (or a slow machine)
+                    if i % 4 == 1:
+                        wait(proc, rng.uniform(0.0, 3.0))
+                        kinds["timer"] += 1
+                    else:  # right after its next order reached the exchange, before it can store the reply
+                        seen = len(emu.order_list)
+                        wait(proc, 6.0, lambda: len(emu.order_list) > seen)
+                        time.sleep(rng.uniform(0.0, 0.01))
+                        kinds["after_order"] += len(emu.order_list) > seen
                 assert proc.poll() is None, f"run {i} exited by itself: {logs[-1].read_text()[-2000:]}"
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
+                checks.down(rng.uniform(0.0, 1.5))  # the Pi stays down a while: the market (and its stops) go on
             # a last, undisturbed run reconciles everything, trades a little, and stops cleanly
+            launched_at = emu.now_ms
             proc = launch()
-            time.sleep(8.0)
+            deadline = time.monotonic() + 8.0
+            while time.monotonic() < deadline:
+                checks.after_start(logs[-1], launched_at)
+                time.sleep(0.01)
+            assert checks.checked_runs and checks.last_checked == logs[-1], "the last run never finished its start"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0, logs[-1].read_text()[-3000:]
         finally:
@@ -118,7 +234,10 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         emulator_bugs = list(emu.internal_errors)
         posts = sum(1 for r in emu.request_log() if r.method == "POST" and r.path == "/api/v3/order")
 
+    checks.report(kinds, len(logs))
     assert emulator_bugs == []
+    assert checks.violations == [], checks.violations
+    assert checks.checked_runs >= 8 and checks.leg_fills_while_down >= 1, vars(checks)
     assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
     assert len(orders) >= 20 and kinds["after_order"] >= 8, kinds  # it really traded through the crashes
 
@@ -167,4 +286,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         held[symbol.split("/")[0]] = held.get(symbol.split("/")[0], D(0)) + left
     for a, q in base.items():
         assert held.get(a, D(0)) == q, a  # open amounts + unsellable dust == the account, per asset
-    assert not [cid for cid, (_, status, _, _) in store_orders.items() if status in ("new", "submitted")]
+    # nothing left in doubt; what still rests is an open position's exchange stop, resting on the exchange too
+    resting = {o.client_id for o in orders if o.status in ("NEW", "PARTIALLY_FILLED")}
+    open_ids = {pid for pid, _, status, _, _ in positions if status == "open"}
+    pending = [(cid, pid) for cid, (_, status, pid, _) in store_orders.items() if status in ("new", "submitted")]
+    assert [(cid, pid) for cid, pid in pending if not (LEG.match(cid) and cid in resting and pid in open_ids)] == []

@@ -198,10 +198,10 @@ def summary(result, start_equity=None) -> dict[str, Any]:
             "curve": thin}
 
 
-async def run_seed(loaded, inputs: Inputs, seed: int, mode: str) -> dict[str, Any]:
+async def run_seed(loaded, inputs: Inputs, seed: int, mode: str, settle: bool = True) -> dict[str, Any]:
     from core.backtest.runner import simulate
 
-    result = await simulate(loaded, RandomTable(inputs, seed, mode))
+    result = await simulate(loaded, RandomTable(inputs, seed, mode), settle_when_halted=settle)
     out = summary(result)
     out.update(seed=seed, mode=mode)
     return out

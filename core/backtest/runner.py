@@ -219,9 +219,15 @@ async def run_backtest(cfg: Config, spec: BacktestSpec, progress: Progress | Non
 
 
 async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 0, progress: Progress | None = None,
-                   install_signals: bool = False, timings: dict[str, float] | None = None) -> BacktestResult:
+                   install_signals: bool = False, timings: dict[str, float] | None = None,
+                   settle_when_halted: bool = False) -> BacktestResult:
     """The engine over ``table``'s scans (a ``SignalTable`` or anything serving ``index`` and
-    ``result(i)`` the same way, e.g. a random baseline), on a fresh virtual clock."""
+    ``result(i)`` the same way, e.g. a random baseline), on a fresh virtual clock.
+
+    ``settle_when_halted``: once the drawdown halt stands (nothing in a backtest lifts it) and no
+    position is open, the account is cash that nothing can change any more: the run stops there and
+    the equity curve is continued flat to the end. Trades and equity equal the full run's; only the
+    cycle, signal and rejection counts stop early (the baselines use it, never the strategy's run)."""
     from core.backtest.signals import PrecomputedPipeline, reference_check
     from core.store.backtest import backtest_store
     from core.engine import Engine, Hooks
@@ -244,6 +250,7 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
     t2 = time.perf_counter()
     signals = 0
     halts: list[tuple[int, str]] = []
+    settled: list = []  # (time, equity) where a halted, empty account was left alone
     clock.advance_to(int(times[0]))
     ui.start_cycles(len(times))
     async with backtest_store(db) as store:
@@ -260,22 +267,29 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
                 halts.extend((report.ts_ms, h) for h in report.halts if h.split(":", 1)[0] not in self.active)
                 self.active = names
                 ui.cycle(report.ts_ms, report.equity, self.trades)
+                if settle_when_halted and "drawdown" in names and report.open_positions == 0 and not settled:
+                    settled.append((report.ts_ms, report.equity))
+                    engine.request_stop("backtest: halted with no positions; the rest is cash")
 
         engine = Engine(cfg, gateway, store, clock, hooks=BacktestHooks(),
                         pipeline=PrecomputedPipeline(table, clock, check if sample else None))
         if install_signals:
             engine.install_signal_handlers()
         await engine.run(max_cycles=len(times), until_ms=end, interval_s=tf_ms / 1000)
-        interrupted = engine.stopping
+        interrupted = engine.stopping and not settled
         closed_at_end = await _close_all(engine, store, clock)
         closed = await store.positions("closed")
         curve = await store.equity_curve()
+    if settled:
+        ts, equity = settled[0]
+        curve = [c for c in curve if c[0] <= ts] + [(int(t), equity) for t in times[times > ts].tolist()]
     timings["engine"] = time.perf_counter() - t2
     sig = getattr(table, "sig", None)
     return BacktestResult(
         cfg=cfg, data=loaded.folder, timeframe=loaded.timeframe, pairs=len(table.symbols),
         candles=int(sig.n.sum()) if sig is not None else sum(len(r) for r in loaded.rows.values()),
-        cycles=engine.cycles, start_ms=int(times[0]), end_ms=clock.now_ms() if interrupted else end,
+        cycles=len(times) if settled else engine.cycles, start_ms=int(times[0]),
+        end_ms=clock.now_ms() if interrupted else end,
         closed=trades_of(closed), curve=curve, signals=signals,
         rejections=dict(sorted(collections.Counter(engine.risk.rejections).items())),
         closed_at_end=closed_at_end, verified=verified, interrupted=interrupted, timings=timings, halts=halts,

@@ -246,7 +246,7 @@ class SignalTable:
         count = np.zeros((P, N), dtype=np.int64)
         qv = np.zeros((P, N))
         for p, r in enumerate(sig_rows):
-            count[p], _, qv[p], _, _ = day_windows(r, 0, len(r), self.times, tf_ms)
+            count[p], _, qv[p], _, _ = day_windows(r, self.times, tf_ms)
         # last closed candle per pair and cycle (open time <= now - period); -1: none yet
         self.k = (count - 1).astype(np.int32)
         if self.hi is not None:

@@ -33,6 +33,10 @@ def configure(p) -> None:
     p.add_argument("--export", metavar="FILE", help="also write the report page as FILE.html or FILE.svg")
     p.add_argument("--verify", type=int, default=2, metavar="N",
                    help="re-check N cycles' signals against the real scanner (default 2; 0 skips)")
+    p.add_argument("--html", metavar="FILE", help="write the report page (charts, baselines, every trade; one "
+                   "self-contained file) to FILE; default: backtest-report.html in the state directory for a "
+                   "terminal report, none with --json")
+    p.add_argument("--no-html", action="store_true", help="do not write the report page")
     p.add_argument("--baseline-seeds", type=int, default=None, metavar="N",
                    help="random-entry baselines: N seeds of each kind (random pairs, random timing) in worker "
                         "processes (default %d; 0: none, only buy-and-hold)" % _default_seeds())
@@ -139,13 +143,28 @@ def run(args, ctx) -> int:
     except SignalMismatch as exc:
         return fail(EX_SOFTWARE, f"internal error, results withheld: {exc}")
     stats = stats_of(result)
-    baselines = None
+    bl = None
     if not result.interrupted:
         try:
-            baselines = _baselines(result, spec, seeds, show, ctx.console)
+            bl = _baselines(result, spec, seeds, show, ctx.console)
         except KeyboardInterrupt:
             print("pitrader backtest: interrupted while running the baselines", file=sys.stderr)
             return EX_INTERRUPTED
+    baselines = bl.doc if bl is not None else None
+    page = None if args.no_html else (Path(args.html) if args.html else
+                                      None if args.json else ctx.state_dir / "backtest-report.html")
+    if page is not None:
+        from core.backtest import html
+
+        try:
+            if not args.html:
+                page.parent.mkdir(parents=True, exist_ok=True)
+            html.write(page, result, bl, stats)
+        except OSError as exc:
+            if args.html:
+                return fail(EX_USAGE, f"--html {args.html}: cannot write ({exc.strerror or exc})")
+            print(f"pitrader backtest: report page not written to {page} ({exc.strerror or exc})", file=sys.stderr)
+            page = None
     if args.export:
         try:
             export(Path(args.export), result, stats, baselines)
@@ -157,22 +176,24 @@ def run(args, ctx) -> int:
         render(ctx.console, result, stats, baselines=baselines)
         if args.export:
             ctx.console.print(f"[dim]report written to {args.export}[/]")
+        if page is not None:
+            ctx.console.print(f"[dim]report page: {page}[/]")
     if result.interrupted:  # a partial report must not pass for a finished one in scripts
         print("pitrader backtest: interrupted: the report covers the cycles that ran", file=sys.stderr)
         return EX_INTERRUPTED
     return 0
 
 
-def _baselines(result, spec, seeds: int, show: bool, console) -> dict | None:
+def _baselines(result, spec, seeds: int, show: bool, console):
     """Buy-and-hold and the random baselines (``core.backtest.baseline``), with a progress line."""
     from core.backtest.baseline import MODES, compute
 
     if not len(result.loaded.times):
         return None
     if not show or seeds == 0:
-        return compute(result, spec, seeds).doc
+        return compute(result, spec, seeds)
     with console.status(f"random baselines: 0/{seeds * len(MODES)} runs") as status:
         def done(n: int, total: int) -> None:
             status.update(f"random baselines: {n}/{total} runs ({seeds} seeds x {', '.join(MODES)})")
 
-        return compute(result, spec, seeds, on_done=done).doc
+        return compute(result, spec, seeds, on_done=done)

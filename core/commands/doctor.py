@@ -2,7 +2,7 @@
 
 Checks, in order: state directory and numba cache (writable), configuration, connectivity, server time offset, markets, universe, API keys
 (a signed account request, only when keys are set), rate-limit headroom (last, so it includes
-the doctor's own requests). Exit 0 when every check is ok or warn, 1 when any fails; a bad
+the doctor's own requests), notification channels (without sending a message). Exit 0 when every check is ok or warn, 1 when any fails; a bad
 config or env file exits 78 before anything is sent. Secrets are never printed: keys are
 reported as set or not, and every exchange message is sanitised by the gateway.
 """
@@ -68,7 +68,7 @@ async def diagnose(cfg, secrets, gateway=None, clock=None) -> list[Check]:
             checks.append(Check("connectivity", OK, f"{where} answered in {rtt_ms:.0f} ms"))
         except Exception as exc:  # noqa: BLE001 - every failure is a verdict, not a traceback
             checks.append(failed("connectivity", exc))
-            for name in ("server time", "markets", "universe", "API keys"):
+            for name in ("server time", "markets", "universe", "order types", "API keys"):
                 checks.append(Check(name, SKIP, "not checked: the exchange cannot be reached"))
             checks.append(_rate_limit_check(gw, rate_limited, x.weight_budget_pct)
                           if rate_limited else Check("rate limit", SKIP, "not checked: the exchange cannot be reached"))
@@ -85,7 +85,7 @@ async def diagnose(cfg, secrets, gateway=None, clock=None) -> list[Check]:
                                 "fix time sync (timedatectl, systemd-timesyncd)"))
 
         # markets + universe
-        markets = {}
+        markets, sel = {}, []
         try:
             markets = await gw.load_markets()
             quote = cfg.universe.quote
@@ -108,6 +108,7 @@ async def diagnose(cfg, secrets, gateway=None, clock=None) -> list[Check]:
                 checks.append(failed("universe", exc))
         else:
             checks.append(Check("universe", SKIP, "not checked: no markets"))
+        checks.append(_order_types_check(cfg, gw, sel))
 
         # keys
         if not secrets.has_keys:
@@ -128,6 +129,37 @@ async def diagnose(cfg, secrets, gateway=None, clock=None) -> list[Check]:
         return checks
     finally:
         await gw.close()
+
+
+def _order_types_check(cfg, gw, symbols: list[str]) -> Check:
+    """Can the universe's pairs carry the exchange-side protection (core/trading/protection.py): the
+    symbol's ``orderTypes`` (STOP_LOSS_LIMIT, LIMIT_MAKER), ``ocoAllowed``, and ``cancelReplaceAllowed``
+    when trailing stops are on."""
+    from core.exchange.ccxt_orders import order_lists
+
+    t = cfg.trading
+    if t.exchange_stops == "off":
+        return Check("order types", SKIP, "trading.exchange_stops is off: no stop rests on the exchange")
+    lists = order_lists(gw)
+    if lists is None or not symbols:
+        return Check("order types", SKIP, "not checked: " + ("no pairs" if lists else "no exchange order rules"))
+    oco, trail = t.exchange_stops == "oco", t.trailing_stop_pct > 0
+    short: dict[str, list[str]] = {}
+    for sym in symbols:
+        r = lists.rules(sym)
+        if not r.known:
+            continue
+        if "STOP_LOSS_LIMIT" not in r.order_types:
+            short.setdefault("no STOP_LOSS_LIMIT (only pitrader's monitor protects them)", []).append(sym)
+        elif oco and not (r.oco_allowed and "LIMIT_MAKER" in r.order_types):
+            short.setdefault("no OCO (a stop-limit alone)", []).append(sym)
+        if trail and not r.cancel_replace_allowed:
+            short.setdefault("no cancelReplace (the exchange stop does not trail)", []).append(sym)
+    need = "STOP_LOSS_LIMIT" + (", OCO (ocoAllowed, LIMIT_MAKER)" if oco else "") + (", cancelReplace" if trail else "")
+    if not short:
+        return Check("order types", OK, f"all {len(symbols)} pairs accept {need}")
+    return Check("order types", WARN, "; ".join(f"{why}: {', '.join(s[:5])}{', ...' if len(s) > 5 else ''}"
+                                                for why, s in short.items()))
 
 
 def _rate_limit_check(gw, rate_limited, budget_pct: float) -> Check:
@@ -187,10 +219,21 @@ def storage_checks(state_dir) -> list[Check]:
     return out
 
 
+async def notify_checks(cfg, secrets) -> list[Check]:
+    """The notification channels, checked without sending anyone a message (Telegram: getMe)."""
+    from core.commands.notify import check_channels
+
+    rows = await check_channels(cfg, secrets, send=False)
+    if not rows:
+        return [Check("notifications", SKIP, "no channel enabled (README: Notifications)")]
+    return [Check(f"notify {r['channel']}", OK if r["ok"] else FAIL, r["detail"]) for r in rows]
+
+
 def run(args, ctx) -> int:
     cfg = ctx.config()
     secrets = ctx.secrets()
-    checks = storage_checks(ctx.state_dir) + asyncio.run(diagnose(cfg, secrets))
+    checks = storage_checks(ctx.state_dir) + asyncio.run(diagnose(cfg, secrets)) + asyncio.run(
+        notify_checks(cfg, secrets))
     if args.json:
         print(json.dumps({"ok": not any(c.verdict == FAIL for c in checks),
                           "checks": [asdict(c) for c in checks]}, indent=2))

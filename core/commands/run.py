@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 
 from core.config import ConfigError
+from core.exchange.gateway import AuthenticationFailed
 from core.timeframes import timeframe_ms
 from core.store.state import Store, db_path
 
@@ -25,6 +26,7 @@ async def _run(args, ctx) -> int:
     from core.service.hooks import ServiceHooks, setup_service_logging
     from core.service.backups import BackupSchedule
     from core.service.signals import EARLY
+    from core.service.control import serve as serve_commands
     from core.store.backup import ServiceLock
     from core.store.errors import StateDatabaseError
 
@@ -61,6 +63,11 @@ async def _run(args, ctx) -> int:
                 await backups.check()  # hourly: damage on disk stops the service (exit 74)
                 await backups.maybe_backup(self.cfg)  # daily, in a thread; want of space is one warning
 
+        async def on_tick(self, engine) -> None:
+            await super().on_tick(engine)
+            if not args.replay:
+                await serve_commands(engine)  # `pitrader close/pause/resume/buy/exclude` (core/service/control.py)
+
     started = time.perf_counter()
     lock = ServiceLock(ctx.state_dir)  # held while running: `backup restore` refuses, a second `run` too
     if not args.replay and not lock.acquire():
@@ -69,11 +76,19 @@ async def _run(args, ctx) -> int:
                                  "stop it first (systemctl stop pitrader)")
     try:
         async with Store.open(path) as store:
-            engine = Engine(cfg, gateway, store, clock, hooks=RunHooks(cfg, ctx.state_dir, store, ctx.secrets),
-                            config_loader=reload_config)
+            hooks = RunHooks(cfg, ctx.state_dir, store, ctx.secrets)
+            engine = Engine(cfg, gateway, store, clock, hooks=hooks, config_loader=reload_config)
             EARLY.hand_over(engine)  # the loop's handlers, then any SIGHUP/SIGTERM that came during start-up
+            if not args.replay:  # recorded data tells nobody anything
+                await _start_notifications(cfg, secrets, path, store, engine, hooks)
             try:
                 await engine.run(max_cycles=args.max_cycles, until_ms=end_ms, interval_s=interval)
+            except AuthenticationFailed as exc:
+                if hooks.notifications is not None:
+                    await hooks.notifications.add("problem", f"The exchange refuses the API key ({exc}): pitrader "
+                                                  "stopped and waits for a new key (exit 78).", key="api_key")
+                    await hooks.notifications.stop()
+                raise
             finally:
                 await gateway.close()
             if args.replay:
@@ -85,6 +100,21 @@ async def _run(args, ctx) -> int:
     finally:
         lock.release()
     return 0
+
+
+async def _start_notifications(cfg, secrets, path, store, engine, hooks) -> None:
+    """Channels, the sender, the Telegram remote and the exchange watch, when any channel is enabled."""
+    from core.notify.service import Notifications
+    from core.service.remote import EngineRemote
+
+    remote = EngineRemote(engine)
+    notes = Notifications(cfg, secrets, path, store, remote=remote)
+    if not notes.enabled:
+        return
+    hooks.notifications, hooks.daily_summary = notes, remote.daily_summary
+    notes.install_log_alerts()
+    await notes.start()
+    notes.watch_exchange(lambda: hooks.last_ok_ms)
 
 
 def run(args, ctx) -> int:

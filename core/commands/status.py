@@ -46,6 +46,7 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
     """The status document (the `--json` output) from the state DB at ``path``."""
     from core.trading.risk import STATE_KEY, utc_day
     from core.trading.stats import trade_stats
+    from core.store import protections
     from core.store.readonly import StateReader
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -64,11 +65,13 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
         positions = conn.positions()
         marks = _state(conn, LAST_PRICES_KEY) or {}
         prices, marked_ms = marks.get("prices") or {}, marks.get("ts_ms")
+        resting = protections.resting_sync(conn.conn)  # exchange-side stops (core/trading/protection.py)
         doc["open_positions"] = [
             {"id": p.id, "symbol": p.symbol, "strategy": p.strategy, "status": p.status, "amount": float(p.amount),
              "entry_price": float(p.entry_price), "stop": float(p.stop), "target": float(p.target),
              "highest": float(p.highest), "opened_ms": p.opened_ms, "score": p.score,
-             "entry_fees": float(p.entry_fees), **_unrealised(p, prices.get(p.symbol), marked_ms)}
+             "entry_fees": float(p.entry_fees), **_unrealised(p, prices.get(p.symbol), marked_ms),
+             "resting_orders": [_resting(r) for r in resting.get(p.id, [])]}
             for p in positions if p.status != "closed"]
         today = utc_day(now_ms)
         if risk.get("day") == today and equity is not None and risk.get("day_start_equity") is not None:
@@ -90,6 +93,13 @@ def collect(path: Path, mode: str, now_ms: int | None = None) -> dict[str, Any]:
     finally:
         conn.close()
     return doc
+
+
+def _resting(r) -> dict[str, Any]:
+    """One exchange-side protection of a position, as `status --json` shows it."""
+    return {"kind": r.kind, "status": r.status, "list_id": r.list_id, "stop_id": r.stop_id, "target_id": r.target_id,
+            "amount": float(r.amount), "stop": float(r.stop), "limit": float(r.limit),
+            "target": None if r.target is None else float(r.target)}
 
 
 def _unrealised(p, last: float | None, ts_ms: int | None) -> dict[str, Any]:
@@ -160,6 +170,14 @@ def render(console, doc: dict[str, Any], quote: str = "") -> None:
         title = f"{len(opens)} open positions" + (f" (prices as of {_utc(marked)})" if marked else "")
         console.print(fit_table(console, cols, rows, drop=("opened", "amount", "strategy", "target", "PnL %"),
                                 title=title))
+        for p in opens:
+            for r in p.get("resting_orders") or ():
+                what = (f"OCO take-profit {num(r['target'])} / stop {num(r['stop'])} limit {num(r['limit'])}"
+                        if r["kind"] == "oco" else f"stop {num(r['stop'])} limit {num(r['limit'])}")
+                console.print(f"  {p['symbol']} #{p['id']} on the exchange: {what} x {num(r['amount'])}"
+                              + ("" if r["status"] == "active" else f" ({r['status']})"), highlight=False)
+            if not p.get("resting_orders") and doc["mode"] == "live" and p["amount"] > 0:
+                console.print(f"  [yellow]{p['symbol']} #{p['id']}: no stop resting on the exchange[/]")
     else:
         console.print("no open positions")
     st = doc.get("_stats")

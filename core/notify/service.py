@@ -35,6 +35,30 @@ def build_channels(cfg: Config, secrets: Secrets) -> list[Channel]:
     return out
 
 
+class LogAlerts(logging.Handler):
+    """Log records a person must see (reconciliation surprises, errors) become ``problem`` events.
+
+    Logging is synchronous and may happen inside a store transaction, so records are only
+    collected here; ``Notifications.flush_alerts`` writes them between cycles. The message
+    template is the merge key, so a repeated error becomes one message with a count."""
+
+    WATCHED = ("core.trading.reconcile",)  # WARNING and up from these; ERROR and up from every logger
+
+    def __init__(self, limit: int = 200) -> None:
+        super().__init__(logging.WARNING)
+        self.pending: list[tuple[int, str, str, str]] = []
+        self.limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("core.notify"):
+            return  # never about our own delivery problems (a loop)
+        if record.levelno < logging.ERROR and not record.name.startswith(self.WATCHED):
+            return
+        if len(self.pending) < self.limit:
+            level = "error" if record.levelno >= logging.ERROR else "warning"
+            self.pending.append((int(record.created * 1000), level, str(record.msg), record.getMessage()))
+
+
 class Notifications:
     """Owned by the service hooks. ``add`` writes an event on its own (for events that are not part
     of an order or fill transaction; those are written by the executor inside its transaction)."""
@@ -51,6 +75,9 @@ class Notifications:
         self.wall_ms = wall_ms
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._health: tuple = ((), ())
+        self._alerts: LogAlerts | None = None
+        store.outbox_enabled = self.enabled
 
     @property
     def enabled(self) -> bool:
@@ -65,6 +92,10 @@ class Notifications:
             self._tasks.append(asyncio.create_task(self.bot.run(self._stop), name="telegram-commands"))
 
     async def stop(self) -> None:
+        if self._alerts is not None:
+            logging.getLogger().removeHandler(self._alerts)
+            await self.flush_alerts()
+            self._alerts = None
         self._stop.set()
         for t in self._tasks:
             try:
@@ -82,6 +113,58 @@ class Notifications:
             return
         await self.store.add_event(Event(kind, text, self.wall_ms(), level=level, key=key, data=data))
         self.sender.wake()
+
+    def install_log_alerts(self) -> None:
+        if self.enabled and self._alerts is None:
+            self._alerts = LogAlerts()
+            logging.getLogger().addHandler(self._alerts)
+
+    async def flush_alerts(self) -> None:
+        if self._alerts is None or not self._alerts.pending:
+            return
+        pending, self._alerts.pending = self._alerts.pending, []
+        for ts, level, template, text in pending:
+            await self.store.add_event(Event("problem", text, ts, level=level, key=template))
+        self.wake()
+
+    async def health(self, verdict) -> None:
+        """A health change (paused entries, slowed scans, or back to normal): once per change."""
+        state = (tuple(verdict.pause_reasons), tuple(verdict.slow_reasons)) if verdict is not None else ((), ())
+        if state == self._health:
+            return
+        was_bad, self._health = any(self._health), state
+        if any(state):
+            level = "error" if state[0] else "warning"
+            await self.add("health", verdict.summary(), level=level, key="health",
+                           pause_reasons=list(state[0]), slow_reasons=list(state[1]))
+        elif was_bad:
+            await self.add("health", "Health back to normal.", level="info", key="health")
+
+    def watch_exchange(self, last_ok_ms: Callable[[], int | None]) -> None:
+        """Say so once when no cycle has completed for ``notify.unreachable_minutes``, and once when
+        cycles complete again (``last_ok_ms``: wall time of the last completed cycle)."""
+        if self.enabled:
+            self._tasks.append(asyncio.create_task(self._watch(last_ok_ms), name="notify-exchange-watch"))
+
+    async def _watch(self, last_ok_ms: Callable[[], int | None]) -> None:
+        limit_ms = self.cfg.notify.unreachable_minutes * 60_000
+        started, down_since = self.wall_ms(), None
+        while not self._stop.is_set():
+            now, ok = self.wall_ms(), last_ok_ms()
+            since = ok if ok is not None else started
+            if down_since is None and now - since >= limit_ms:
+                down_since = since
+                await self.add("problem", f"No cycle completed for {(now - since) // 60_000} minutes: the exchange "
+                               "or the network is unreachable. Open positions are watched again as soon as it "
+                               "answers.", key="unreachable")
+            elif down_since is not None and ok is not None and ok > down_since:
+                await self.add("problem", f"Working again after {(ok - down_since) // 60_000} minutes without a "
+                               "cycle.", level="info", key="reachable")
+                down_since = None
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=30)
+            except asyncio.TimeoutError:
+                pass
 
     def wake(self) -> None:
         if self.sender is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -61,11 +62,18 @@ class ServiceHooks(Hooks):
         self.health = HealthMonitor(cfg.health, state_dir)
         self._trim = _malloc_trim()
         self._released_ms = -3_600_000
+        self.notifications = None  # core.notify.service.Notifications, set by `run` when configured
+        self.daily_summary = None  # async () -> str, for the daily notification
+        self.last_ok_ms: int | None = None  # wall time of the last completed cycle
 
     async def on_ready(self, report: CycleReport) -> None:
         self._task = self.heartbeat.start()
         self.notifier.ready()
         log.info("ready: first scan done (%d pairs)", report.scan.pairs_scanned)
+        if self.notifications is not None:
+            await self.notifications.add("start", f"pitrader started ({self.cfg.mode}): {report.scan.pairs_scanned} "
+                                         f"pairs, equity {report.equity:.2f} {self.cfg.universe.quote}, "
+                                         f"{report.open_positions} open positions.", key="start")
 
     def progress(self) -> None:
         self.heartbeat.progress()
@@ -85,6 +93,12 @@ class ServiceHooks(Hooks):
                                               "entries_paused": verdict.entries_paused})
         self.notifier.status(status_line(report, self.cfg.scanner.interval_s * self.interval_factor(),
                                          self._day_start[1]))
+        self.last_ok_ms = int(time.time() * 1000)
+        if self.notifications is not None:
+            await self.notifications.health(verdict)
+            await self.notifications.flush_alerts()
+            if self.daily_summary is not None:
+                await self.notifications.maybe_daily(self.daily_summary)
 
     async def on_reloading(self) -> None:
         self.notifier.reloading()
@@ -100,6 +114,9 @@ class ServiceHooks(Hooks):
         self.notifier.stopping()
         if self._task is not None:
             self._task.cancel()
+        if self.notifications is not None:
+            await self.notifications.add("stop", f"pitrader stopping ({self.cfg.mode}).", key="stop")
+            await self.notifications.stop()
 
     def interval_factor(self) -> float:
         v = self.health.verdict

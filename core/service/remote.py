@@ -131,6 +131,20 @@ class EngineRemote:
         lines.append(f"equity {num(pf.equity)} {self.quote}")
         return "\n".join(lines)
 
+    async def daily_summary(self) -> str:
+        """The daily notification: equity, today's PnL, trades closed today, open positions."""
+        today = await self.profit_since(self.wall_ms() // DAY_MS * DAY_MS, "today")
+        return f"Daily summary\n{await self.status()}\n{today}\n{await self.positions()}"
+
+    async def profit_since(self, since_ms: int, span: str) -> str:
+        closed = await self._closed(since_ms)
+        if not closed:
+            return f"No closed trades ({span})."
+        pnl = sum((p.pnl for p in closed), Decimal(0))
+        wins = sum(1 for p in closed if p.pnl > 0)
+        return (f"{span}: {len(closed)} trades closed, {wins} won, "
+                f"PnL {'+' if pnl >= 0 else ''}{num(pnl)} {self.quote}")
+
     async def pause(self, who: str) -> str:
         changed = await self.engine.pause(who)
         return "New entries paused (exits go on). /resume to allow them again." if changed else "Already paused."

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core.store.errors import StateDatabaseError
 from core.store.outbox import SCHEMA as OUTBOX_SCHEMA
+from core.store.protections import SCHEMA as PROTECTIONS_SCHEMA
 
 # Each entry upgrades the schema by one version; never edit a released entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -102,6 +103,8 @@ MIGRATIONS: list[str] = [
     """,
     # 3: the notification outbox (core/store/outbox.py)
     OUTBOX_SCHEMA,
+    # 4: exchange-side protections (OCO / stop-limit) and the manual command queue (core/store/protections.py)
+    PROTECTIONS_SCHEMA,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -70,6 +70,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self.db = db
         self.path = path
+        self.outbox_enabled = False  # the service turns it on when a notification channel is configured
         self._pending_equity: list[tuple[int, str, str]] = []
 
     @classmethod
@@ -300,9 +301,12 @@ class Store:
         await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
                            (key, json.dumps(value, default=str)))
 
-    async def add_event(self, event: Event, conn: aiosqlite.Connection | None = None) -> int:
+    async def add_event(self, event: Event, conn: aiosqlite.Connection | None = None) -> int | None:
         """Queue a notification: inside the caller's transaction when given one (a fill's message
-        commits with the fill), else durably on its own."""
+        commits with the fill), else durably on its own. Nothing while ``outbox_enabled`` is off (no
+        channel configured, backtests): the outbox only grows when someone reads it."""
+        if not self.outbox_enabled:
+            return None
         if conn is None:
             async with self.transaction() as c:
                 return await outbox.add_event(c, event)

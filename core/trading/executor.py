@@ -20,11 +20,12 @@ from typing import Callable, Iterable, Protocol
 from core.clock import Clock
 from core.config import Config
 from core.exchange.gateway import ExchangeGateway, GatewayError
+from core.events import Event
 from core.log import audit
 from core.models import BUY, SELL, Fill, Market, Opportunity, Order, OrderBook, Position, PositionStatus
 from core.trading.portfolio import Portfolio, to_decimal
 from core.trading.risk import Approval
-from core.trading.rules import Refusal, conform_order, fill_text
+from core.trading.rules import Refusal, at_step, conform_order, fill_text
 from core.store.state import Store
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,8 @@ class BaseExecutor:
                 if close_reason is not None:
                     self._close_fields(pos, s, close_reason, now)
                 await self.store.save_position(pos, conn)
+                if new and self.store.outbox_enabled:  # its message commits with the fill, or neither does
+                    await self.store.add_event(self._fill_event(order, pos, new, now), conn)
         except BaseException:
             if inserted:
                 pos.id = None  # the insert was rolled back with everything else
@@ -307,6 +310,31 @@ class BaseExecutor:
               type=order.type, amount=order.amount, price=order.price, status=order.status.value,
               filled=order.filled, intent=order.intent, position_id=pos.id, detail=detail)
         return order, new
+
+    def _fill_event(self, order: Order, pos: Position, new: list[Fill], now: int) -> Event:
+        """The notification for a batch of fills: what, how much, at what price, and for an exit the PnL."""
+        market = self.market(pos.symbol)
+        qty = sum((f.quantity for f in new), ZERO)
+        avg = sum((f.quantity * f.price for f in new), ZERO) / qty if qty else ZERO
+        text = (f"{'BUY' if order.side == BUY else 'SELL'} {at_step(qty, market.amount_step)} {pos.symbol} "
+                f"@ {at_step(avg, market.price_tick)}")
+        data = {"symbol": pos.symbol, "side": order.side, "quantity": str(qty), "price": str(avg),
+                "position_id": pos.id, "order_id": order.client_id, "mode": self.mode}
+        if order.intent == "entry":
+            text += f" ({pos.strategy} {pos.score:.0f}): {pos.reason}" if pos.reason else f" ({pos.strategy})"
+            kind = "entry_fill"
+        else:
+            kind = "exit_fill"
+            reason = pos.exit_reason or order.reason or ""
+            text += f": {reason}" if reason else ""
+            if pos.status == PositionStatus.CLOSED and pos.pnl is not None:
+                cost = pos.entry_price * (pos.amount or qty)
+                pct = f" ({float(pos.pnl / cost) * 100:+.2f} %)" if cost else ""
+                text += f"\nPnL {'+' if pos.pnl >= 0 else ''}{at_step(pos.pnl, market.price_tick, 2)} {self.quote}{pct}"
+                data.update(pnl=str(pos.pnl), exit_reason=reason)
+        if self.mode != "live":
+            text = f"[{self.mode}] " + text
+        return Event(kind, text, now, key=f"{order.client_id}:{new[-1].trade_id}", data=data)
 
     async def _follow_store(self, pos: Position, order: Order | None, before: tuple) -> None:
         """After a transaction that did not land: the in-memory position and order take back what the

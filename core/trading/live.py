@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.trading.executor import BaseExecutor, client_order_id, sellable
+from core.trading.protection import Protection
 from core.trading.reconcile import FLAGGED_KEY, TAG_KEY, Reconciliation, short as _short  # noqa: F401
 from core.exchange.gateway import GatewayError, OrderRejected
 from core.models import BUY, SELL, Fill, Opportunity, Order, OrderBook, OrderStatus, Position, PositionStatus
@@ -53,7 +54,7 @@ class Seen:
         return cls(o.status, o.filled, o.average, o.exchange_id)
 
 
-class LiveExecutor(Reconciliation, BaseExecutor):
+class LiveExecutor(Protection, Reconciliation, BaseExecutor):
     mode = "live"
 
     def __init__(self, *args, **kwargs) -> None:
@@ -69,6 +70,11 @@ class LiveExecutor(Reconciliation, BaseExecutor):
         self.unknown_window_ms = UNKNOWN_WINDOW_MS
         self._fill_tries: dict[str, int] = {}
         self._lagging: set[str] = set()  # orders reported filled before their trades were seen
+        self._protection_init()  # exchange-side stops (core.trading.protection)
+
+    async def start(self) -> None:
+        await Reconciliation.start(self)
+        await self._protect_start()  # after reconciliation: settle legs that filled, protect the rest
 
     # --- store helpers ---------------------------------------------------------------------------
     async def _recorded(self, o: Order) -> Decimal:
@@ -377,6 +383,10 @@ class LiveExecutor(Reconciliation, BaseExecutor):
         px = to_decimal(price)
         if px > 0:
             self.prices[pos.symbol] = px
+        if not await self._before_exit(pos, reason, px):  # the exchange-side stop goes first
+            return
+        if pos.id not in self._open or pos.status != "open":
+            return  # a resting leg filled meanwhile: that was the exit
         entries = [o for o in await self._orders_of(pos.id) if o.intent == "entry" and not o.status.is_final]
         for o in entries:
             await self._cancel(self._orders.get(o.client_id, o), pos, f"entry cancelled: {reason}")
@@ -431,3 +441,4 @@ class LiveExecutor(Reconciliation, BaseExecutor):
         for pos in [p for p in self._open.values() if p.status == "closing"]:
             await self._settle_position(pos)
         await self.persist_highs()
+        await self._protect_poll()

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from core.exchange.gateway import GatewayError
 from core.models import BUY, SELL
+from core.trading.protection import is_target_leg
 
 log = logging.getLogger("core.trading.live")  # one logger for the live executor, whichever module speaks
 
@@ -141,7 +142,7 @@ class Reconciliation:
             held[p.base] = held.get(p.base, ZERO) + max(self._remaining.get(p.id, ZERO), ZERO)
         locked: dict[str, Decimal] = {}
         for o in self._orders.values():
-            if o.side == SELL and not o.status.is_final:
+            if o.side == SELL and not o.status.is_final and not is_target_leg(o.client_id):  # OCO: one lock
                 base = o.symbol.split("/")[0]
                 locked[base] = locked.get(base, ZERO) + o.amount - o.filled
         bot = await self._bot_holdings()

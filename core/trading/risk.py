@@ -24,6 +24,7 @@ from typing import Any
 
 from core.clock import Clock
 from core.config import Config
+from core.events import Event
 from core.models import BUY, Market, Opportunity, OrderBook
 from core.store.state import Store
 from core.timeframes import DAY_MS
@@ -78,6 +79,7 @@ class RiskGate:
         self.day_start_equity: Decimal | None = None
         self.last_equity: Decimal | None = None
         self._dirty = False
+        self._events: list[Event] = []  # halt/resume notifications, written with the next save
 
     # --- state ----------------------------------------------------------------------------------
     async def load(self) -> None:
@@ -105,8 +107,19 @@ class RiskGate:
         await self._save()
 
     async def _save(self) -> None:
-        await self.store.set_state(STATE_KEY, self.snapshot())
+        """The risk state, and any halt/resume notifications with it in one transaction."""
+        events, self._events = self._events, []
+        if events and self.store.outbox_enabled:
+            async with self.store.transaction() as conn:
+                await self.store.set_state(STATE_KEY, self.snapshot(), conn)
+                for e in events:
+                    await self.store.add_event(e, conn)
+        else:
+            await self.store.set_state(STATE_KEY, self.snapshot())
         self._dirty = False
+
+    def _event(self, kind: str, text: str, key: str) -> None:
+        self._events.append(Event(kind, text, self.clock.now_ms(), key=key))
 
     def snapshot(self) -> dict[str, Any]:
         """The persisted form (also what `pitrader status` reads)."""
@@ -157,6 +170,7 @@ class RiskGate:
             self._dirty = True
             if self._halts.pop(DAILY_LOSS, None) is not None:
                 log.info("risk: daily loss halt lifted: new UTC day %s", day)
+                self._event("resume", f"Daily loss halt lifted: new UTC day {day}; entries allowed again.", DAILY_LOSS)
         if self.peak_equity is None or equity > self.peak_equity:
             self.peak_equity = equity
             self._dirty = True
@@ -170,6 +184,7 @@ class RiskGate:
                       f"(limit {fmt_pct(r.max_daily_loss_pct)}); new entries halted until {day} ends")
             self._halts[DAILY_LOSS] = {"reason": reason, "since_ms": now_ms, "until_ms": _next_utc_midnight(now_ms)}
             new.append(f"{DAILY_LOSS}: {reason}")
+            self._event("halt", f"Halt (daily loss): {reason}", DAILY_LOSS)
         peak = self.peak_equity
         dd = (peak - equity) / peak if peak > 0 else Decimal(0)
         if DRAWDOWN not in self._halts and dd >= Decimal(str(r.max_drawdown_pct)):
@@ -179,6 +194,7 @@ class RiskGate:
             self._halts[DRAWDOWN] = {"reason": reason, "since_ms": now_ms, "until_ms": None,
                                      "limit": r.max_drawdown_pct}
             new.append(f"{DRAWDOWN}: {reason}")
+            self._event("halt", f"Halt (drawdown): {reason}", DRAWDOWN)
         if new:
             self._dirty = True
         if self._dirty:
@@ -192,13 +208,15 @@ class RiskGate:
                 self.peak_equity = self.last_equity
             log.warning("risk: drawdown halt cleared by explicit resume; peak equity reset to %s",
                         None if self.peak_equity is None else fmt_dec(self.peak_equity, 2))
+            self._event("resume", "Drawdown halt cleared by an explicit resume; the drawdown counts from "
+                        f"{fmt_dec(self.peak_equity, 2) if self.peak_equity is not None else 'now'}.", DRAWDOWN)
         await self._save()
 
     async def _consume_resume_request(self) -> None:
         req = await self.store.get_state(RESUME_KEY)
         if not req:
             return
-        await self.store.db.execute("DELETE FROM bot_state WHERE key=?", (RESUME_KEY,))
+        await self.store.delete_state(RESUME_KEY)
         log.info("risk: resume requested (%s)", req)
         await self.resume()
 

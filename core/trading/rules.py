@@ -90,3 +90,72 @@ def fill_text(market: Market, f: Fill) -> str:
     fee = at_step(f.fee, fee_step) if f.fee else "0"
     return (f"{f.side} {at_step(f.quantity, market.amount_step)} {f.symbol} @ {at_step(f.price, market.price_tick)} "
             f"fee {fee} {f.fee_asset or ''}").rstrip()
+
+
+# --- exchange-side protective orders ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Protective:
+    """A SELL protection the exchange will accept: a stop-limit, and an OCO take-profit when ``target``."""
+
+    amount: Decimal
+    stop: Decimal
+    limit: Decimal
+    target: Decimal | None
+    note: str = ""  # why an OCO became a stop alone, when it did
+
+
+def conform_protection(r, amount: Decimal, stop: Decimal, offset: Decimal, target: Decimal | None,
+                       avg_price: Decimal | None, open_orders: int = 0, open_algo: int = 0) -> Protective | Refusal:
+    """Apply every filter a SELL stop-limit (and an OCO's LIMIT_MAKER take-profit) must pass on
+    Binance spot: order types / ocoAllowed, PRICE_FILTER on price and stopPrice (tick, min, max),
+    LOT_SIZE, NOTIONAL / MIN_NOTIONAL per leg, PERCENT_PRICE_BY_SIDE (a sell's limit against the
+    average price; a too-deep limit is raised up to the bound, never above the stop), MAX_NUM_ORDERS
+    and MAX_NUM_ALGO_ORDERS (``open_orders`` / ``open_algo``: what already rests on the symbol).
+    ``r`` is a ``core.exchange.ccxt_orders.SymbolRules``. Rounding: the stop up (never looser than
+    asked), the limit down (room to fill), the target up (never sells below it)."""
+    if r.known and "STOP_LOSS_LIMIT" not in r.order_types:
+        return Refusal(f"{r.symbol} does not accept STOP_LOSS_LIMIT orders")
+    note = ""
+    if target is not None and r.known and not (r.oco_allowed and "LIMIT_MAKER" in r.order_types):
+        target, note = None, "OCO not allowed on the symbol: stop-limit alone"
+    a = round_step(amount, r.step, ROUND_DOWN)
+    if r.max_qty is not None and a > r.max_qty:
+        a = round_step(r.max_qty, r.step, ROUND_DOWN)
+    if a <= 0 or (r.min_qty is not None and a < r.min_qty):
+        return Refusal(f"amount {fmt_dec(a)} below the minimum {r.min_qty or r.step} for {r.symbol}")
+    s = round_step(stop, r.tick, ROUND_UP)
+    lim = round_step(stop * (1 - offset), r.tick, ROUND_DOWN)
+    if avg_price is not None and r.ask_down is not None:
+        floor = round_step(avg_price * r.ask_down, r.tick, ROUND_UP)
+        if lim < floor:
+            if floor > s:
+                return Refusal(f"stop {fmt_dec(s)} lies below what PERCENT_PRICE_BY_SIDE allows a sell on {r.symbol} "
+                               f"({fmt_dec(floor)})")
+            lim = floor
+    for name, px in (("stop", s), ("limit", lim)):
+        if px <= 0 or (r.min_price is not None and px < r.min_price) or (r.max_price is not None
+                                                                         and px > r.max_price):
+            return Refusal(f"{name} price {fmt_dec(px)} outside the PRICE_FILTER of {r.symbol}")
+    if r.min_notional is not None and a * lim < r.min_notional:
+        return Refusal(f"stop-limit value {fmt_dec(a * lim)} below the minimum notional {fmt_dec(r.min_notional)} "
+                       f"for {r.symbol}")
+    if target is not None:
+        t = round_step(target, r.tick, ROUND_UP)
+        why = None
+        if t <= s or (r.max_price is not None and t > r.max_price):
+            why = "take-profit outside the PRICE_FILTER or not above the stop"
+        elif avg_price is not None and r.ask_up is not None and t > avg_price * r.ask_up:
+            why = "take-profit above what PERCENT_PRICE_BY_SIDE allows"
+        elif r.max_notional is not None and a * t > r.max_notional:
+            why = "take-profit value above the maximum notional"
+        elif r.max_orders is not None and open_orders + 2 > r.max_orders:
+            why = "MAX_NUM_ORDERS leaves room for one order only"
+        if why:
+            target, note = None, f"{why}: stop-limit alone"
+        else:
+            target = t
+    if r.max_orders is not None and open_orders + (2 if target is not None else 1) > r.max_orders:
+        return Refusal(f"MAX_NUM_ORDERS ({r.max_orders}) reached on {r.symbol}")
+    if r.max_algo_orders is not None and open_algo + 1 > r.max_algo_orders:
+        return Refusal(f"MAX_NUM_ALGO_ORDERS ({r.max_algo_orders}) reached on {r.symbol}")
+    return Protective(a, s, lim, target, note)

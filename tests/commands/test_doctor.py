@@ -51,8 +51,10 @@ def test_healthy_setup_with_keys(doctor):
     code, out, err = doctor(env=f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}\n")
     assert code == 0, out
     assert rows(out) == {"state directory": "ok", "numba cache": "ok", "config": "ok", "connectivity": "ok",
-                         "server time": "ok", "markets": "ok", "universe": "ok", "API keys": "ok", "rate limit": "ok"}
+                         "server time": "ok", "markets": "ok", "universe": "ok", "order types": "ok", "API keys": "ok",
+                         "rate limit": "ok"}
     assert "1234.5 USDT free" in out and "126 spot markets" in out and "ready" in out
+    assert "accept STOP_LOSS_LIMIT, OCO (ocoAllowed, LIMIT_MAKER)" in out
     assert SECRET not in out + err and KEY not in out + err
 
 

@@ -82,3 +82,22 @@ def test_a_malformed_token_is_refused_without_echoing_it(tmp_path, config_file, 
     assert main(["--config", str(config_file()), "--env-file", str(env), "config", "check"]) == 78
     err = capsys.readouterr().err
     assert "TELEGRAM_BOT_TOKEN" in err and "SECRETPART" not in err
+
+
+def test_doctor_checks_the_channels_without_sending(tmp_path, config_file, fakes, capsys, monkeypatch):
+    tg, hook = fakes
+    from core.commands import doctor
+
+    async def no_exchange(cfg, secrets, gateway=None, clock=None):
+        return []
+
+    monkeypatch.setattr(doctor, "diagnose", no_exchange)  # the exchange checks have their own tests
+    cfg = config_file({"notify": {"telegram": {"enabled": True, "chat_ids": ["42"], "api_url": tg.url},
+                                  "webhook": {"enabled": True}}})
+    env = _env(tmp_path, hook_url=hook.url + "/hook")
+    code = main(["--config", str(cfg), "--env-file", str(env), "--state-dir", str(tmp_path / "s"), "doctor", "--json"])
+    rows = {c["check"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert code == 0
+    assert rows["notify telegram:42"]["verdict"] == "ok" and "getMe" in rows["notify telegram:42"]["detail"]
+    assert rows["notify webhook"]["verdict"] == "ok"
+    assert tg.sent == [] and hook.received == []  # nothing sent to anyone

@@ -133,8 +133,8 @@ def test_tickers_equal_the_per_symbol_formula_bit_for_bit(gw):
 @given(st.data())
 def test_day_windows_property(data):
     """Any candles (gaps, zero volumes, windows of 0..1440 candles: numpy's pairwise blocks and
-    their split at 128) and any query times: count, span, high, low and the quote volume are
-    exactly the direct computation's."""
+    their split at 128, gathered by length) and any query times: count, span, high, low and the
+    quote volume are exactly the direct computation's."""
     tf_ms = data.draw(st.sampled_from([60_000, 3_600_000]))
     n = data.draw(st.integers(0, 1600 if tf_ms == 60_000 else 60))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
@@ -146,7 +146,7 @@ def test_day_windows_property(data):
     lo_t = int(arr[0, 0]) - tf_ms if n else 0
     hi_t = int(arr[-1, 0]) + DAY_MS + 2 * tf_ms if n else 1
     now = np.array(data.draw(st.lists(st.integers(lo_t, hi_t), min_size=1, max_size=20)), dtype=np.int64)
-    count, span, qv, high, low = day_windows(arr, 0, n, now, tf_ms)
+    count, span, qv, high, low = day_windows(arr, now, tf_ms)
     for q, t in enumerate(now.tolist()):
         want = _ticker_by_hand(arr, t, tf_ms)
         c = int(np.searchsorted(arr[:, 0], t - tf_ms, side="right"))

@@ -37,6 +37,7 @@ def ev(kind: str, text: str, ts_ms: int = 1_700_000_000_000, **kw) -> Event:
 
 async def _add(db, events):
     async with Store.open(db) as store:
+        store.outbox_enabled = True
         for e in events:
             await store.add_event(e)
 

@@ -216,26 +216,37 @@ def test_waiting_on_a_hanging_exchange_keeps_the_pings_coming(systemd):
     request has a deadline. Only when the loop is stuck elsewhere do the pings stop (issue 15)."""
     from core.exchange.activity import NetworkWaits
     from core.exchange.gateway import TemporaryError
-    from core.exchange.ratelimit import Backoff, RequestGuard, WeightBudget
+    from core.exchange.ratelimit import Backoff, CircuitBreaker, RequestGuard, WeightBudget
 
     network = NetworkWaits()
     hb = Heartbeat(Notifier(), interval_s=0.05, network=network.snapshot)
     guard = RequestGuard(WeightBudget(100_000, 0.5), timeout_s=0.1, retries=3, backoff=Backoff(0.02, 0.04),
-                         network=network)
+                         network=network, breaker=lambda name: CircuitBreaker(name, min_calls=100))
 
     async def hung():
         await asyncio.Event().wait()
 
+    received: list[str] = []
+
+    async def drain() -> None:  # a full datagram queue would block the sender (as systemd never does)
+        while True:
+            received.extend(systemd.messages())
+            await asyncio.sleep(0.01)
+
     async def main() -> tuple[int, int]:
-        task = hb.start()
         systemd.messages()
+        drainer = asyncio.get_running_loop().create_task(drain())
+        task = hb.start()
         for what in ("load markets", "universe", "tickers"):  # sequential retries, no progress reported
             with pytest.raises(TemporaryError):
                 await guard.run("market", 1, hung, what=what)
-        waiting = watchdogs(systemd.messages())
+        await asyncio.sleep(0.02)
+        waiting = watchdogs(received)
+        received.clear()
         await asyncio.sleep(0.4)  # stuck without a request: no pings
-        stuck = watchdogs(systemd.messages())
+        stuck = watchdogs(received)
         task.cancel()
+        drainer.cancel()
         return waiting, stuck
 
     waiting, stuck = asyncio.run(main())

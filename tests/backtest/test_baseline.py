@@ -1,0 +1,229 @@
+"""Baselines: random entries through the same engine, buy-and-hold, and the strategy's percentile."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from core.backtest import baseline as B
+from core.backtest.runner import BacktestSpec, run_backtest
+from tests.backtest.test_runner import PAIRS, cfg_for_tests, write_slice
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_slice(tmp_path_factory.mktemp("slice"))
+
+
+@pytest.fixture(scope="module")
+def run(data):
+    return asyncio.run(run_backtest(cfg_for_tests(), BacktestSpec(data, verify=0)))
+
+
+@pytest.fixture(scope="module")
+def inputs(run):
+    return B.inputs_of(run.table)
+
+
+def test_inputs_carry_the_real_opportunities_and_the_scanner_atr(run, inputs):
+    t = run.table
+    assert len(inputs.opp_cycle) == int((t.opp_at >= 0).sum()) > 0
+    assert (np.diff(inputs.opp_cycle) >= 0).all()
+    # close and ATR at one (pair, cycle) by hand: Wilder's ATR14 over the pair's candles up to then
+    p = t.symbols.index("BTC/USDT")
+    i = len(t.times) // 2
+    k = int(t.k[p, i])
+    rows = t.sig.rows[p][:k + 1]
+    h, lo, c = rows[:, 2], rows[:, 3], rows[:, 4]
+    tr = np.maximum(h[1:] - lo[1:], np.maximum(abs(h[1:] - c[:-1]), abs(lo[1:] - c[:-1])))
+    atr = tr[:14].mean()
+    for x in tr[14:]:
+        atr = (atr * 13 + x) / 14
+    assert inputs.close[p, i] == c[-1]
+    assert inputs.atr[p, i] == pytest.approx(atr, rel=1e-9)
+
+
+def test_random_pairs_keep_timing_count_scores_and_labels(inputs):
+    """Pair choice only: per cycle as many entries as the strategies had (eligible pairs permitting),
+    with the same scores and strategy labels in rank order, on eligible pairs, stop/target by the ATR rule."""
+    table = B.RandomTable(inputs, seed=3, mode="random")
+    elig = inputs.eligible
+    real = {}
+    for j, i in enumerate(inputs.opp_cycle.tolist()):
+        real.setdefault(i, []).append((float(inputs.opp_score[j]), inputs.strategies[inputs.opp_strategy[j]]))
+    for i in range(len(inputs.times)):
+        opps = table.result(i).opportunities
+        want = real.get(i, [])
+        assert len(opps) == min(len(want), int(elig[:, i].sum()))
+        assert [(o.score, o.strategy) for o in opps] == want[:len(opps)]
+        syms = [o.symbol for o in opps]
+        assert len(set(syms)) == len(syms)
+        for o in opps:
+            p = inputs.symbols.index(o.symbol)
+            assert elig[p, i]
+            c, a = inputs.close[p, i], inputs.atr[p, i]
+            assert (o.price, o.stop, o.target) == (c, c - 2 * a, c + 4 * a)
+
+
+def test_random_timing_matches_the_opportunity_count(inputs):
+    table = B.RandomTable(inputs, seed=0, mode="random_timing")
+    m, cells = len(inputs.opp_cycle), int(inputs.eligible.sum())
+    q = m / cells
+    sd = (cells * q * (1 - q)) ** 0.5
+    assert abs(len(table.ranked) - m) < 5 * sd  # a binomial draw with mean m
+    for i in range(len(inputs.times)):
+        scores = [o.score for o in table.result(i).opportunities]
+        assert scores == sorted(scores, reverse=True)
+    assert {o.strategy for o in table.ranked} <= set(inputs.strategies)
+
+
+@pytest.mark.parametrize("mode", B.MODES)
+def test_deterministic_per_seed(inputs, mode):
+    a, b, c = (B.RandomTable(inputs, s, mode).ranked for s in (5, 5, 6))
+    assert a == b and a != c
+
+
+def test_engine_over_a_random_table_enters_only_drawn_pairs(run, inputs):
+    table = B.RandomTable(inputs, seed=1, mode="random")
+    out = asyncio.run(B.run_seed(run.loaded, inputs, 1, "random"))
+    drawn = {(o.symbol, i) for i in range(len(inputs.times)) for o in table.result(i).opportunities}
+    from core.backtest.runner import simulate
+
+    res = asyncio.run(simulate(run.loaded, table))
+    assert res.closed and out["trades"] == len(res.closed)
+    for pos in res.closed:
+        i = int(np.searchsorted(inputs.times, pos.opened_ms))
+        assert (pos.symbol, i) in drawn
+    # the same engine: the strategy run over its own table again gives its own trades
+    again = asyncio.run(simulate(run.loaded, run.table))
+    assert [(p.symbol, p.opened_ms, p.pnl) for p in again.closed] == [(p.symbol, p.opened_ms, p.pnl)
+                                                                      for p in run.closed]
+
+
+@given(st.lists(st.floats(-1, 5, allow_nan=False), min_size=1, max_size=30), st.floats(-1, 5, allow_nan=False))
+@settings(max_examples=200, deadline=None)
+def test_percentile_and_p_value(values, actual):
+    d = B.distribution(values, actual)
+    below = sum(v < actual for v in values)
+    assert 0 <= d["percentile"] <= 100
+    assert d["p_value"] == (1 + len(values) - below) / (1 + len(values))
+    assert d["min"] <= d["p5"] <= d["median"] <= d["p95"] <= d["max"]
+    if actual > max(values):
+        assert d["percentile"] == 100 and d["p_value"] == 1 / (1 + len(values))
+    if actual < min(values):
+        assert d["percentile"] == 0 and d["p_value"] == 1
+
+
+def test_buy_and_hold_by_hand(inputs):
+    fee, slip = 0.001, 0.0005
+    hold = B.buy_and_hold(inputs, "USDT", fee, slip)
+    cost = ((1 - fee) * (1 - slip)) ** 2
+    p = inputs.symbols.index("BTC/USDT")
+    assert hold["btc"]["return"] == pytest.approx(inputs.close[p, -1] / inputs.close[p, 0] * cost - 1)
+    members = [q for q in range(len(inputs.symbols)) if inputs.universe[q, 0] and np.isfinite(inputs.close[q, 0])]
+    last = []
+    for q in members:
+        row = inputs.close[q]
+        last.append(row[np.flatnonzero(np.isfinite(row))[-1]] / row[0])
+    assert hold["equal_weight"]["pairs"] == len(members) > 1
+    assert hold["equal_weight"]["return"] == pytest.approx(np.mean(last) * cost - 1)
+
+
+def test_compute_in_worker_processes_is_deterministic(run, data):
+    """Seeds in spawned workers give the numbers of the same seeds run in this process, in task order."""
+    spec = BacktestSpec(data, verify=0)
+    a = B.compute(run, spec, seeds=2, workers=2)
+    assert a.doc["random"]["seeds"] == a.doc["random_timing"]["seeds"] == 2
+    here = [asyncio.run(B.run_seed(run.loaded, B.inputs_of(run.table), s, "random"))["return"] for s in (0, 1)]
+    assert a.doc["random"]["returns"] == here
+    b = B.compute(run, spec, seeds=2, workers=1)
+    assert json.dumps(a.doc) == json.dumps(b.doc)
+    per = a.doc["by_strategy"]
+    assert set(per) == set(run.cfg.strategies.enabled)
+    for name, g in per.items():
+        assert set(g["random"]) == {"pnl", "profit_factor", "trades"}
+
+
+def _cli(*args, config=None):
+    cmd = [sys.executable, "-m", "core"] + (["--config", str(config)] if config else []) + list(args)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_json_and_page_show_the_baselines(data, tmp_path):
+    cfg = tmp_path / "config.json"
+    doc = json.loads((ROOT / "config.json").read_text())
+    doc["risk"].update(max_drawdown_pct=0.5, max_daily_loss_pct=0.2)
+    cfg.write_text(json.dumps(doc))
+    out = _cli("backtest", "--data", str(data), "--json", "--verify", "0", "--baseline-seeds", "2", config=cfg)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    b = d["baselines"]
+    assert set(b["buy_and_hold"]) == {"btc", "equal_weight"}
+    for mode in ("random", "random_timing"):
+        blk = b[mode]
+        assert blk["seeds"] == 2 and len(blk["returns"]) == 2
+        assert blk["min"] <= blk["median"] <= blk["max"] and 0 <= blk["percentile"] <= 100
+        assert set(blk["profit_factor"]) >= {"min", "p5", "median", "p95", "max", "percentile", "p_value"}
+    assert set(b["by_strategy"]) == set(d["by_strategy"])
+    assert d["halted"] is None
+    out = _cli("backtest", "--data", str(data), "--json", "--verify", "0", "--baseline-seeds", "0",
+               "--strategies", "momentum")
+    d = json.loads(out.stdout)
+    assert "random" not in d["baselines"] and "btc" in d["baselines"]["buy_and_hold"]
+    out = _cli("backtest", "--data", str(data), "--verify", "0", "--baseline-seeds", "1")
+    assert out.returncode == 0, out.stderr
+    for words in ("strategy vs baselines", "buy & hold BTC", "random pairs, median of 1 seeds",
+                  "random timing", "percentile"):
+        assert words in out.stdout, words
+    out = _cli("backtest", "--data", str(data), "--baseline-seeds", "-1")
+    assert out.returncode == 2 and "--baseline-seeds" in out.stderr
+
+
+def test_halt_is_a_headline(data, tmp_path):
+    """A drawdown halt: when, how much of the run traded, what the market did since."""
+    cfg = tmp_path / "config.json"
+    doc = json.loads((ROOT / "config.json").read_text())
+    doc["risk"].update(max_drawdown_pct=0.03, max_daily_loss_pct=0.03)
+    cfg.write_text(json.dumps(doc))
+    out = _cli("backtest", "--data", str(data), "--json", "--verify", "0", "--baseline-seeds", "0", config=cfg)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    h = d["halted"]
+    assert h is not None and h["at"] == d["halts"][-1]["at"]
+    assert 0 < h["days_traded"] < h["days"] and h["equity_at_halt"] is not None
+    assert h["end_equity"] == d["end_equity"]
+    assert "after_halt" in d["baselines"]["buy_and_hold"]["btc"]
+    out = _cli("backtest", "--data", str(data), "--verify", "0", "--baseline-seeds", "0", config=cfg)
+    assert f"halted on {h['at'][:10]}, {h['days_traded']:.0f} of {h['days']:.0f} days traded" in out.stdout
+
+
+def test_a_halted_empty_account_settles_to_the_same_numbers(data):
+    """The baselines stop a run once the drawdown halt stands with nothing open; trades and the
+    equity curve (continued flat) equal the full run's."""
+    from core.backtest.runner import simulate
+    from core.trading.stats import trade_stats
+
+    base = cfg_for_tests()
+    cfg = replace(base, risk=replace(base.risk, max_drawdown_pct=0.03, max_daily_loss_pct=0.03))
+    res = asyncio.run(run_backtest(cfg, BacktestSpec(data, verify=0)))
+    inputs = B.inputs_of(res.table)
+    settled_any = False
+    for seed in range(3):
+        table = B.RandomTable(inputs, seed, "random")
+        full = asyncio.run(simulate(res.loaded, table))
+        fast = asyncio.run(simulate(res.loaded, table, settle_when_halted=True))
+        settled_any |= fast.signals < full.signals  # it did stop early
+        assert not fast.interrupted and fast.end_ms == full.end_ms
+        assert [(p.symbol, p.opened_ms, p.closed_ms, p.pnl) for p in fast.closed] == \
+            [(p.symbol, p.opened_ms, p.closed_ms, p.pnl) for p in full.closed]
+        assert fast.curve == full.curve
+        start = cfg.paper.starting_balance
+        assert trade_stats(fast.closed, fast.curve, start) == trade_stats(full.closed, full.curve, start)
+    assert settled_any
