@@ -19,25 +19,15 @@ from core.exchange.ccxt_gateway import CcxtGateway
 from core.scan.pipeline import ScanPipeline
 from core.secrets import Secrets
 from tests.support.emulator import DEFAULT_START_MS, running_emulator
+from tests.support.emulator.client import EmulatorClock
 
 H = 3_600_000
-
-
-class _EmuClock:
-    def __init__(self, emu):
-        self.emu = emu
-
-    def now_ms(self) -> int:
-        return self.emu.now_ms
-
-    async def sleep(self, s: float) -> None:
-        await asyncio.sleep(s)
 
 
 async def _scan(emu, args) -> list[dict]:
     cfg = config_from_dict({"exchange": {"api_url": emu.url, "timeout_s": args.timeout},
                             "universe": {"min_quote_volume": 0}})
-    clock = _EmuClock(emu)
+    clock = EmulatorClock(emu)
     gw = CcxtGateway(cfg, Secrets(), clock)
     if args.no_hedge:
         gw.guard.hedge_min_s = None

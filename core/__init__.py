@@ -4,7 +4,8 @@ The packages follow one cycle of the engine, and each may import only from its o
 the layers before it (``tests/test_architecture.py`` enforces this and the absence of cycles):
 
 1. leaves: ``models`` (domain dataclasses, order state table), ``clock``, ``log``,
-   ``indicators`` (numba kernels), ``fields`` (config field helpers), ``timeframes``, ``events``;
+   ``indicators`` (numba kernels), ``fields`` (config field helpers), ``timeframes`` (time units),
+   ``events``, ``exitcodes`` (the process exit codes);
 2. ``strategies`` (top-level package): plugins that score every pair;
 3. ``config``, ``secrets``: config.json and the env file into frozen dataclasses;
 4. ``store``: the only place with SQL (state, backtest store);

@@ -21,21 +21,19 @@ from rich.highlighter import RegexHighlighter
 from rich.theme import Theme
 
 from core import __version__
-from core.commands._storage import EX_NOPERM, StorageError, from_numba
-from core.config import EX_CONFIG, Config, ConfigError, default_config_path, load_config
+from core.commands._storage import StorageError, from_numba
+from core.config import Config, ConfigError, default_config_path, load_config
+from core.exitcodes import (EX_CANTCREAT, EX_CONFIG, EX_DATAERR, EX_FAILED, EX_INTERRUPTED, EX_NOINPUT, EX_NOPERM,
+                            EX_SOFTWARE, EX_STATE, EX_UNAVAILABLE, EX_USAGE)
 from core.secrets import Secrets, check_mode, default_env_path, load_secrets
-from core.store.errors import EX_STATE, StateDatabaseError, storage_fault
+from core.store.errors import StateDatabaseError, storage_fault
 
-EX_USAGE = 2
-EX_DATAERR = 65  # sysexits: bad input data (recorded candles, imports)
-EX_UNAVAILABLE = 69  # the exchange cannot be reached
-EX_SOFTWARE = 70  # a bug
-EX_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 # Every code the CLI uses, for --help and README (tests check both list the same codes).
 EXIT_CODES = {
-    0: "ok", 1: "a check, download or verification failed", 2: "usage", 65: "bad input data",
-    66: "an input file is missing", 69: "exchange unreachable", 70: "internal error (a bug)",
-    73: "an output file cannot be created", EX_STATE: "the state database needs a person",
+    0: "ok", EX_FAILED: "a check, download or verification failed", EX_USAGE: "usage",
+    EX_DATAERR: "bad input data", EX_NOINPUT: "an input file is missing", EX_UNAVAILABLE: "exchange unreachable",
+    EX_SOFTWARE: "internal error (a bug)",
+    EX_CANTCREAT: "an output file cannot be created", EX_STATE: "the state database needs a person",
     EX_NOPERM: "a directory pitrader must write (state, numba cache) is unusable",
     EX_CONFIG: "bad configuration or secrets", EX_INTERRUPTED: "interrupted (Ctrl-C)",
 }

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.fields import EX_CONFIG, MAX_DIGITS, BigNumber, ConfigError, build_section, opt, show  # noqa: F401  (EX_CONFIG: the config layer's exit code)
+from core.fields import MAX_DIGITS, BigNumber, ConfigError, build_section, opt, show  # noqa: F401
 from core.events import KINDS, LEVELS
 from core.timeframes import TIMEFRAME_MS
 
@@ -65,7 +65,8 @@ class ScannerConfig:
 
 @dataclass(frozen=True)
 class StrategiesConfig:
-    enabled: list = opt(["trend_following", "mean_reversion", "momentum"], "strategy plugins to run, by name",
+    enabled: list = opt(["mean_reversion"], "strategy plugins to run, by name (the others ship disabled: "
+                        "they lose to random entries, see README Strategies)",
                         min_items=1, min_items_why="expected at least one strategy (with none, nothing is ever traded)")
     weights: dict = opt({}, "ranking weight per strategy name (default 1.0)")
     params: dict = opt({}, "per-strategy parameters: {name: {param: value}}, validated by each plugin")
@@ -100,6 +101,10 @@ class RiskConfig:
     max_drawdown_pct: float = opt(0.15, "below this drawdown from the equity peak: close every position and "
                                         "halt entries until `status --resume`",
                                   gt=0, max=1)
+    drawdown_cooloff_hours: float = opt(72.0, "after a drawdown halt, resume by itself after this many hours "
+                                               "(0: only `status --resume`)", min=0, max=24 * 365)
+    drawdown_resume_size: float = opt(0.5, "after a drawdown halt, risk per trade is scaled by this until the "
+                                           "equity is back at the peak before the halt", gt=0, max=1)
     cooldown_minutes: float = opt(60.0, "no re-entry on a pair this long after an exit", min=0, max=7 * 1440)
     max_asset_exposure_pct: float = opt(0.25, "at most this fraction of equity in one base asset",
                                         gt=0, max=1)

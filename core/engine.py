@@ -13,13 +13,14 @@ import signal
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 from core.clock import Clock, VirtualClock
 from core.log import audit
 from core.config import Config, ConfigError
 from core.trading.factory import make_executor
 from core.trading.exits import candle_exit, exit_reason
+from core.trading.stop_fill import resting_exit
 from core.exchange.gateway import AuthenticationFailed, ExchangeGateway, GatewayError, NotSupported
 from core.models import Market, ScanResult
 from core.scan.pipeline import ScanPipeline
@@ -28,6 +29,7 @@ from core.store.errors import StateDatabaseError, storage_fault
 from core.store.state import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EQUITY_EVERY_MS = 60_000
 EXCLUDED_KEY = "excluded_symbols"  # bot_state: `pitrader exclude` (symbol -> who), kept across restarts
@@ -111,6 +113,10 @@ class Engine:
         self.storage_fault: str | None = None  # the state database cannot be written: entries paused
         self._paused: dict | None = None  # a manual pause: {"by", "since_ms"}
         self.excluded: dict[str, str] = {}  # runtime blacklist: symbol -> who excluded it
+        # Held by the loop for each step (start, a cycle and its hooks, an exit check): an action from
+        # another task (the Telegram remote) waits for it instead of racing the loop's own orders
+        # and its store transactions on the shared connection.
+        self._step = asyncio.Lock()
 
     # --- control ------------------------------------------------------------------------------
     def request_stop(self, why: str = "stop requested") -> None:
@@ -165,6 +171,12 @@ class Engine:
         log.warning("%s %s by %s", symbol, "no longer excluded" if remove else "excluded from new entries", who)
         audit("include" if remove else "exclude", symbol=symbol, by=who)
         return True
+
+    async def between_steps(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run ``action()`` from another task while the loop is between steps (never inside a cycle,
+        an exit check or a store transaction of the loop)."""
+        async with self._step:
+            return await action()
 
     async def pause(self, who: str) -> bool:
         """Stop new entries (exits go on) until ``resume``; survives restarts. False: already paused."""
@@ -251,6 +263,7 @@ class Engine:
                 decision = ("emergency: " + "; ".join(self.risk.halts), prices.get(pos.symbol))
             elif self.replay and (candle := await self._last_candle(pos)) is not None:
                 decision = candle_exit(pos, candle, now, self.cfg.trading)
+                decision = resting_exit(pos, candle, decision, self.cfg.trading)  # exchange-side stops, as live
             elif pos.symbol in prices:
                 reason = exit_reason(pos, Decimal(str(prices[pos.symbol])), now, self.cfg.trading)
                 decision = (reason, prices[pos.symbol]) if reason else None
@@ -438,9 +451,10 @@ class Engine:
             if self.stopping or time.monotonic() >= deadline:
                 return
             try:
-                await self.check_exits()
-                await self.executor.poll()
-                await self.hooks.on_tick(self)
+                async with self._step:
+                    await self.check_exits()
+                    await self.executor.poll()
+                    await self.hooks.on_tick(self)
                 self.hooks.progress()
             except GatewayError as exc:
                 log.warning("exit monitor: %s (will retry)", exc)
@@ -487,7 +501,8 @@ class Engine:
         delay = self.start_retry_s
         while not self.stopping:
             try:
-                await self.start()
+                async with self._step:
+                    await self.start()
                 self._check_credentials()
                 return
             except AuthenticationFailed:
@@ -509,42 +524,49 @@ class Engine:
             while not self.stopping:
                 if until_ms is not None and self.clock.now_ms() > until_ms:
                     break
-                try:
-                    report = await self.cycle()
-                    self._check_credentials()
-                except AuthenticationFailed:
-                    raise  # a configuration problem: retrying cannot help
-                except Exception as exc:  # noqa: BLE001 - the appliance keeps watching its positions
-                    if self.replay:
-                        raise  # recorded data: a failure is a bug to see, not an outage to ride out
-                    if self._storage_trouble(exc):
-                        pass  # warned once; the monitor keeps going
-                    elif isinstance(exc, GatewayError):
-                        log.warning("cycle failed: %s; retrying next interval", exc)
-                    else:
-                        log.exception("cycle failed unexpectedly; retrying next interval")
-                    report = None
-                if report is not None:
-                    self._storage_ok()
-                    if first:
-                        await self.hooks.on_ready(report)
-                        first = False
-                    try:
-                        await self.hooks.on_cycle(report)
-                    except Exception as exc:  # noqa: BLE001 - the health record cannot be written
-                        if self.replay or not self._storage_trouble(exc):
-                            raise
+                async with self._step:
+                    report = await self._step_cycle(first)
+                first = first and report is None
                 if max_cycles is not None and self.cycles >= max_cycles:
                     break
                 base = interval_s if interval_s is not None else self.cfg.scanner.interval_s
                 await self._sleep(base * self.hooks.interval_factor())
             return self.cycles
         finally:
-            await self.hooks.on_stopping()
-            try:
-                await self.store.flush()
-            except Exception as exc:  # noqa: BLE001 - snapshots are cheap to lose; the first error matters
-                if storage_fault(exc) is None:
-                    raise
-                log.warning("equity snapshots not saved at stop: %s", exc)
+            async with self._step:
+                await self.hooks.on_stopping()
+                try:
+                    await self.store.flush()
+                except Exception as exc:  # noqa: BLE001 - snapshots are cheap to lose; the first error matters
+                    if storage_fault(exc) is None:
+                        raise
+                    log.warning("equity snapshots not saved at stop: %s", exc)
             log.info("engine stopped after %d cycles", self.cycles)
+
+    async def _step_cycle(self, first: bool) -> CycleReport | None:
+        """One cycle and its hooks (``on_ready`` after the first good one); None when it failed."""
+        try:
+            report = await self.cycle()
+            self._check_credentials()
+        except AuthenticationFailed:
+            raise  # a configuration problem: retrying cannot help
+        except Exception as exc:  # noqa: BLE001 - the appliance keeps watching its positions
+            if self.replay:
+                raise  # recorded data: a failure is a bug to see, not an outage to ride out
+            if self._storage_trouble(exc):
+                pass  # warned once; the monitor keeps going
+            elif isinstance(exc, GatewayError):
+                log.warning("cycle failed: %s; retrying next interval", exc)
+            else:
+                log.exception("cycle failed unexpectedly; retrying next interval")
+            report = None
+        if report is not None:
+            self._storage_ok()
+            if first:
+                await self.hooks.on_ready(report)
+            try:
+                await self.hooks.on_cycle(report)
+            except Exception as exc:  # noqa: BLE001 - the health record cannot be written
+                if self.replay or not self._storage_trouble(exc):
+                    raise
+        return report

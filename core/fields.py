@@ -16,7 +16,6 @@ from dataclasses import MISSING, field, fields, is_dataclass
 from decimal import Decimal
 from typing import Any
 
-EX_CONFIG = 78
 MAX_ITEMS = 1000  # list and object lengths: a Pi config never needs more; 800k patterns took minutes
 MAX_DIGITS = 30  # digits of an integer in config.json: beyond any real setting, before big-int costs
 

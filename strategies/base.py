@@ -110,13 +110,74 @@ class Indicators:
         return self._get(("donchian", n), lambda: ta.donchian(self.high, self.low, n))
 
 
+# --- the market as a whole (computed once per scan, across every pair) ----------------------------
+TREND_CANDLES = 200  # a pair is "up" while its close is above the mean of its last 200 closes (1h: ~8 days)
+STRENGTH_CANDLES = 72  # relative strength looks back this many candles (1h: 3 days)
+BREADTH_MIN = 0.5  # risk on: at least this share of the scanned pairs is up ...
+BENCHMARK = "BTC/USDT"  # ... and so is this pair (when it is scanned)
+MARKET_WINDOW = TREND_CANDLES + 1
+
+
+def pair_features(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(up, z) per row of a (rows, >= MARKET_WINDOW) close matrix whose last column is now:
+    up = close above its TREND_CANDLES mean; z = the STRENGTH_CANDLES log return divided by
+    the volatility expected over that span (volatility-adjusted, so a quiet coin's steady climb
+    counts like a wild coin's jump). NaN history gives up False and z NaN."""
+    w = close[:, -MARKET_WINDOW:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        up = w[:, -1] > w[:, 1:].mean(axis=1)
+        logc = np.log(w[:, -STRENGTH_CANDLES - 1:])
+        steps = np.diff(logc, axis=1)
+        z = (logc[:, -1] - logc[:, 0]) / (steps.std(axis=1) * np.sqrt(STRENGTH_CANDLES))
+    return up & np.isfinite(z), np.where(np.isfinite(z), z, np.nan)
+
+
+def cross_section(up: np.ndarray, z: np.ndarray, ok: np.ndarray, benchmark: int | None
+                  ) -> tuple[np.ndarray, float, bool]:
+    """(strength per pair 0..1, breadth, risk_on) among the ``ok`` pairs at one moment.
+
+    strength is the pair's percentile of z among them (0.5 where unknown); breadth the share of
+    them that is up; risk on needs breadth >= BREADTH_MIN and the benchmark up (if it is ok)."""
+    strength = np.full(len(z), 0.5)
+    valid = ok & np.isfinite(z)
+    n = int(valid.sum())
+    if n > 1:
+        zs = z[valid]
+        order = zs.argsort(kind="stable")
+        ranks = np.empty(n)
+        ranks[order] = np.arange(n)
+        strength[valid] = ranks / (n - 1)
+    breadth = float(up[valid].mean()) if n else 0.0
+    bench_up = True if benchmark is None or not ok[benchmark] else bool(up[benchmark])
+    return strength, breadth, bool(breadth >= BREADTH_MIN and bench_up)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketState:
+    """The market-wide state of a scan, one value per row (a backtest serves rows of several
+    moments in one call): computed once per scan from every scanned pair, read by strategies
+    (stand aside when ``risk_on`` is False) and by the ranking (``strength``)."""
+
+    strength: np.ndarray  # the pair's relative strength among all scanned pairs, 0 (weakest) .. 1
+    breadth: np.ndarray  # share of the scanned pairs above their trend mean
+    risk_on: np.ndarray  # bool: breadth >= BREADTH_MIN and the benchmark (BTC) up
+
+    @classmethod
+    def neutral(cls, n: int) -> "MarketState":
+        return cls(np.full(n, 0.5), np.full(n, 1.0), np.ones(n, dtype=bool))
+
+
 @dataclass(frozen=True, slots=True)
 class ScanInput:
-    """What a strategy sees: the same rows (pairs) in every timeframe."""
+    """What a strategy sees: the same rows (pairs) in every timeframe, and the market's state."""
 
     symbols: tuple[str, ...]
     signal: Indicators  # the signal timeframe (scanner.timeframes[0])
     higher: Indicators | None  # the confirmation / next longer timeframe, if configured
+    market: MarketState | None = None  # None: unknown (a strategy then treats the market as neutral)
+
+    def regime(self) -> MarketState:
+        return self.market if self.market is not None else MarketState.neutral(len(self.signal.close))
 
 
 @dataclass(slots=True)
@@ -136,6 +197,9 @@ class Strategy(ABC):
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
     summary: ClassVar[str] = ""
+    # whether the scanner's higher-timeframe confirmation (scanner.confirm_timeframe) applies:
+    # a dip buyer's dips are, by design, where the higher timeframe does not agree
+    confirmed: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

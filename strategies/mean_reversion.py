@@ -4,8 +4,11 @@ aim for the band's middle.
 
 Score (0..100): Bollinger %b from 0.2 down to 0 (0..35); RSI from ``rsi_oversold + 10``
 down to ``rsi_oversold`` (0..35); volume z-score from 0 to ``volume_z`` (0..20); the last
-candle closed up, a first sign of a bounce (10). Required: at least one of the first two
-and no strong downtrend (ADX >= ``adx_strong`` with the close under the trend EMA).
+candle closed up, a first sign of a bounce (10). Required: at least one of the first two,
+no strong downtrend (ADX >= ``adx_strong`` with the close under the trend EMA), the close
+above its ``uptrend_period`` mean (a dip inside a longer uptrend, not a falling knife; 0: off)
+and, with ``regime_filter``, a risk-on market. The scanner's higher-timeframe confirmation
+does not apply (``confirmed = False``): a dip is, by design, where the higher timeframe is weak.
 Stop: ``stop_atr`` ATRs below the close; target: the Bollinger middle, at least
 ``min_target_atr`` ATRs above the close.
 """
@@ -24,23 +27,29 @@ class MeanReversionParams:
     bb_period: int = opt(20, "Bollinger band period", min=2, max=500)
     bb_std: float = opt(2.0, "Bollinger band width in standard deviations", gt=0, max=10)
     rsi_period: int = opt(14, "RSI period", min=2, max=500)
-    rsi_oversold: float = opt(30.0, "RSI at or below this earns all oversold points", min=1, max=90)
+    rsi_oversold: float = opt(25.0, "RSI at or below this earns all oversold points", min=1, max=90)
     volume_period: int = opt(20, "candles the volume z-score compares against", min=2, max=500)
     volume_z: float = opt(2.0, "volume z-score that counts as a full spike", gt=0, max=20)
     trend_period: int = opt(50, "EMA period that defines the downtrend side", min=2, max=1000)
     adx_period: int = opt(14, "ADX period", min=2, max=500)
     adx_strong: float = opt(30.0, "ADX from which a downtrend is too strong to fade", min=0, max=100)
+    uptrend_period: int = opt(0, "buy dips only while the close is above its mean over this many candles "
+                                   "(0: off)", min=0, max=2000)
+    regime_filter: bool = opt(True, "stand aside while the market is not risk-on (breadth below half or BTC "
+                              "under its trend mean; see strategies.base.MarketState)")
     atr_period: int = opt(14, "ATR period for stop and target", min=1, max=500)
-    stop_atr: float = opt(1.5, "stop this many ATRs below the close", gt=0, max=50)
+    stop_atr: float = opt(3.0, "stop this many ATRs below the close", gt=0, max=50)
     min_target_atr: float = opt(1.0, "target at least this many ATRs above the close", gt=0, max=100)
 
 
 class MeanReversion(Strategy):
     Params = MeanReversionParams
-    summary = "Bollinger lower band, RSI oversold, volume spike, no strong downtrend"
+    summary = "Bollinger lower band, RSI oversold, volume spike, inside an uptrend"
+    confirmed = False
 
     def min_candles(self) -> int:
         p = self.params
+        # not uptrend_period: a younger pair has no long mean yet and simply gets no dip signal
         return 2 * max(p.bb_period, p.rsi_period + 1, p.volume_period + 1, p.trend_period, 2 * p.adx_period,
                        p.atr_period + 1)
 
@@ -62,7 +71,12 @@ class MeanReversion(Strategy):
         bounce = close > open_
         strong_down = (adx >= p.adx_strong) & (close < trend)
         score = band_pts + rsi_pts + volume_pts + 10.0 * flag(bounce)
-        score = np.where((band_pts + rsi_pts > 0) & ~strong_down & (atr > 0), score, 0.0)
+        allowed = (band_pts + rsi_pts > 0) & ~strong_down & (atr > 0)
+        if p.uptrend_period:
+            allowed &= close > last(ind.sma(p.uptrend_period))
+        if p.regime_filter:
+            allowed &= data.regime().risk_on
+        score = np.where(allowed, score, 0.0)
         target = np.fmax(middle, close + p.min_target_atr * atr)
 
         def explain(i: int) -> str:

@@ -5,7 +5,8 @@ Score (0..100): rate of change from 0 to ``roc_full`` % (0..30), required to be 
 close above the previous ``breakout_period`` candles' high (Donchian breakout, 25); volume
 z-score from 0 to ``volume_z`` (0..20); higher timeframe ROC positive (12.5) and close above
 its EMA (12.5) -- without a higher timeframe those 25 points cannot be earned. RSI above
-``rsi_max`` halves the score. Stop and target are ATR multiples from the close.
+``rsi_max`` halves the score. With ``regime_filter`` it stands aside unless the market is
+risk-on. Stop and target are ATR multiples from the close.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class MomentumParams:
     rsi_max: float = opt(80.0, "RSI above this halves the score (exhausted move)", min=1, max=100)
     higher_roc_period: int = opt(10, "ROC period on the higher timeframe", min=1, max=500)
     higher_ema: int = opt(20, "EMA period on the higher timeframe", min=2, max=500)
+    regime_filter: bool = opt(True, "stand aside while the market is not risk-on (breadth below half or BTC "
+                              "under its trend mean; see strategies.base.MarketState)")
     atr_period: int = opt(14, "ATR period for stop and target", min=1, max=500)
     stop_atr: float = opt(2.0, "stop this many ATRs below the close", gt=0, max=50)
     target_atr: float = opt(3.0, "target this many ATRs above the close", gt=0, max=100)
@@ -67,7 +70,10 @@ class Momentum(Strategy):
         score = (30.0 * ramp(roc, 0.0, p.roc_full) + 25.0 * flag(breakout) + 20.0 * ramp(vz, 0.0, p.volume_z)
                  + 12.5 * flag(h_up) + 12.5 * flag(h_above))
         score = np.where(exhausted, 0.5 * score, score)
-        score = np.where((roc > 0) & (atr > 0), score, 0.0)
+        allowed = (roc > 0) & (atr > 0)
+        if p.regime_filter:
+            allowed &= data.regime().risk_on
+        score = np.where(allowed, score, 0.0)
 
         def explain(i: int) -> str:
             parts = [f"ROC{p.roc_period} {roc[i]:+.1f}%"]

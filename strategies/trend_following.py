@@ -1,12 +1,12 @@
 """Trend following: ride an uptrend (fast EMA above slow EMA), best soon after the cross,
-confirmed by MACD momentum, trend strength (ADX) and an RSI that is strong but not overbought.
+with trend strength (ADX) and an RSI that is strong but not overbought.
 
-Score (0..100), only while EMA fast > slow: the cross happened within ``cross_window``
-candles (20 for a cross on the last candle, falling linearly to 0 at the window's end);
-close above the fast EMA (15); MACD histogram positive (10) and rising (10); ADX from
-``adx_min`` to ``adx_full`` (0..25); RSI within ``rsi_min..rsi_max`` (20). An established
-trend without a fresh cross and with fading momentum stays below 60. Stop and target are
-ATR multiples from the close.
+Required: EMA fast > slow, and (with ``regime_filter``) a risk-on market. Score (0..100): the
+cross happened within ``cross_window`` candles (20 for a cross on the last candle, falling
+linearly to 0 at the window's end); close above the fast EMA (15); MACD histogram positive
+(10) and rising (10) -- points, not requirements, so a trend with a positive but falling
+histogram can still pass on the other points; ADX from ``adx_min`` to ``adx_full`` (0..25);
+RSI within ``rsi_min..rsi_max`` (20). Stop and target are ATR multiples from the close.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class TrendParams:
     rsi_period: int = opt(14, "RSI period", min=2, max=500)
     rsi_min: float = opt(50.0, "RSI confirmation band, lower end", min=0, max=100)
     rsi_max: float = opt(70.0, "RSI confirmation band, upper end (above: overbought)", min=0, max=100)
+    regime_filter: bool = opt(True, "stand aside while the market is not risk-on (breadth below half or BTC "
+                              "under its trend mean; see strategies.base.MarketState)")
     atr_period: int = opt(14, "ATR period for stop and target", min=1, max=500)
     stop_atr: float = opt(2.0, "stop this many ATRs below the close", gt=0, max=50)
     target_atr: float = opt(4.0, "target this many ATRs above the close", gt=0, max=100)
@@ -79,7 +81,10 @@ class TrendFollowing(Strategy):
         rsi_ok = (rsi >= p.rsi_min) & (rsi <= p.rsi_max)
         score = (20.0 * ramp(age, window, 1.0) + 15.0 * flag(above) + 10.0 * flag(positive)
                  + 10.0 * flag(rising) + 25.0 * ramp(adx, p.adx_min, p.adx_full) + 20.0 * flag(rsi_ok))
-        score = np.where(trend & (atr > 0), score, 0.0)
+        allowed = trend & (atr > 0)
+        if p.regime_filter:
+            allowed &= data.regime().risk_on
+        score = np.where(allowed, score, 0.0)
 
         def explain(i: int) -> str:
             cross = f" (crossed {age[i]:.0f} candles ago)" if age[i] < window else ""

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Lowest first. A module may import from its own layer or a lower one, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("core", "core.models", "core.clock", "core.log", "core.indicators", "core.fields",
-                "core.timeframes", "core.events")),
+                "core.timeframes", "core.events", "core.exitcodes")),
     ("strategies", ("strategies",)),
     ("config", ("core.config", "core.secrets")),
     ("store", ("core.store",)),

@@ -8,6 +8,14 @@ state directory. At the end every trade the exchange made is in the store exactl
 client order id reached the exchange twice, and the positions and fills account for the
 exchange's balances to the last unit.
 
+With exchange-side protection on (config.json's default ``trading.exchange_stops`` "oco"), each
+kill is followed by a random downtime while the market runs on, so stops and targets fill on the
+exchange while pitrader is down. After every restart that finishes its start-up (``RestartChecks``):
+every trade the exchange made before it is in the store exactly once, no position has sold more
+than it held, none is still open after one of its legs filled, and every open position has a
+resting exchange stop (rechecked one monitor interval later before it counts as a violation).
+The counts are printed (run with ``-s``).
+
 The emulator replays 2021 candles on a market clock this test runs 720x faster than real time
 (one 1h candle every 5 s); the engine's clock follows it through ``tests.support.fast_clock``
 (same CLI, same arguments as `pitrader`), so staleness checks and holding times agree with the
@@ -37,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 20_240_611
 KILLS = int(os.environ.get("PT_CRASH_KILLS", "32"))  # at least 30 in CI; fewer only when debugging
 SPEED = 720.0
+MONITOR_S = 0.5  # trading.monitor_interval_s of the test's config
 MARKET_T0 = 1_615_420_800_000  # 2021-03-11 00:00 UTC
 D = Decimal
 
@@ -49,7 +58,7 @@ def write_config(d: Path, url: str) -> Path:
     cfg["scanner"].update({"interval_s": 2, "timeframes": ["1h"], "confirm_timeframe": None, "candles": 300,
                            "min_opportunity_score": 0.0})
     # churn on purpose: tight exits and at most one candle per position, so orders keep coming
-    cfg["trading"].update({"stop_loss_pct": 0.003, "take_profit_pct": 0.006, "monitor_interval_s": 0.5,
+    cfg["trading"].update({"stop_loss_pct": 0.003, "take_profit_pct": 0.006, "monitor_interval_s": MONITOR_S,
                            "max_hold_hours": 1})
     cfg["risk"].update({"cooldown_minutes": 0, "max_open_positions": 6, "max_daily_loss_pct": 0.5,
                         "max_drawdown_pct": 0.5})
@@ -148,8 +157,40 @@ class RestartChecks:
             still = {p for p in bare if positions[p][0] == "open"} - self._resting_stops(tag)
             self.violations += [f"{log.name}: position #{p} without a resting stop after start" for p in still]
 
+    def protection_delays(self, trades, orders) -> tuple[list[int], int]:
+        """Market ms from each entry fill to its first resting stop on the exchange; entries killed
+        before being protected (the restart checks cover those) or sold at once are counted apart."""
+        entry = re.compile(r"^pt[0-9a-f]+-(\d+)-e\d+$")
+        filled: dict[int, int] = {}
+        sold: dict[int, int] = {}
+        for t in trades:
+            m = entry.match(t.client_id)
+            if m:
+                filled[int(m.group(1))] = min(filled.get(int(m.group(1)), t.time), t.time)
+        placed: dict[int, int] = {}
+        by_id = {o.client_id: o for o in orders}
+        for o in orders:
+            m = LEG.match(o.client_id)
+            if m and m.group(3) == "s":
+                placed[int(m.group(2))] = min(placed.get(int(m.group(2)), o.time), o.time)
+        for t in trades:
+            o = by_id.get(t.client_id)
+            pid = re.match(r"^pt[0-9a-f]+-(\d+)-", t.client_id or "")
+            if o is not None and o.side == "SELL" and pid:
+                sold[int(pid.group(1))] = min(sold.get(int(pid.group(1)), t.time), t.time)
+        delays, exempt = [], 0
+        for pid, t_fill in filled.items():
+            t_prot = placed.get(pid)
+            killed = any(t_fill <= a <= (t_prot if t_prot is not None else 1 << 62) for a, _ in self.windows)
+            if killed or (t_prot is None or t_prot > sold.get(pid, 1 << 62)):
+                exempt += 1
+            else:
+                delays.append(t_prot - t_fill)
+        return delays, exempt
+
     def report(self, kinds: dict, runs: int) -> None:
-        print(f"\nSIGKILL test: {sum(kinds.values())} kills ({kinds}), {runs} runs, {self.checked_runs} restarts "
+        print(f"\nSIGKILL test: {runs - 1} SIGKILLs ({kinds}; after_order: only those right after an order), "
+              f"{runs} runs, {self.checked_runs} restarts "
               f"checked after start-up; exchange legs filled: {self.closed_by_leg} (of them while pitrader was down: "
               f"{self.leg_fills_while_down}); open positions protected right after a restart: "
               f"{self.protected_at_start}; violations: {len(self.violations)}")
@@ -234,7 +275,12 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         emulator_bugs = list(emu.internal_errors)
         posts = sum(1 for r in emu.request_log() if r.method == "POST" and r.path == "/api/v3/order")
 
+    delays, exempt = checks.protection_delays(trades, orders)
     checks.report(kinds, len(logs))
+    print(f"entry fills protected on the exchange: {len(delays)}, slowest after "
+          f"{max(delays, default=0) / SPEED / 1000:.3f} s (wall); not counted: {exempt} (killed in between, or sold "
+          f"at once because the price was already through the stop)")
+    assert delays and max(delays) <= MONITOR_S * SPEED * 1000, sorted(delays)[-5:]
     assert emulator_bugs == []
     assert checks.violations == [], checks.violations
     assert checks.checked_runs >= 8 and checks.leg_fills_while_down >= 1, vars(checks)

@@ -22,8 +22,9 @@ from tests.conftest import ROOT, SAMPLE
 
 
 def _cfg(**trading) -> Config:
-    cfg = Config()
+    cfg = Config()  # every shipped strategy, so the short sample slice has plenty to trade
     return replace(cfg, scanner=replace(cfg.scanner, min_opportunity_score=0.3),
+                   strategies=replace(cfg.strategies, enabled=["trend_following", "mean_reversion", "momentum"]),
                    trading=replace(cfg.trading, **trading))
 
 
@@ -209,7 +210,9 @@ def test_each_refusal_is_logged_once_with_one_summary_a_cycle(tmp_path, caplog):
     assert refusals > 300 and logged * 5 < refusals
     halts = [r for r in caplog.records if r.getMessage().startswith("halt: ")]
     halt_refusals = [k for i in info for k in i if k == ("*", "halt")]
-    assert halts and len(halt_refusals) <= len(halts)
+    # since issue 17 the loss limits are caps (entries sized to a loss budget): a halt in 40 cycles
+    # needs a gap through a stop, so it may not happen here; when it does, it is logged once
+    assert len(halt_refusals) <= len(halts)
 
 
 def test_cycle_summary_at_info_only_when_it_changes_or_hourly(tmp_path, caplog):

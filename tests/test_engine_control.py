@@ -79,3 +79,45 @@ def test_close_symbol_sells_that_position_and_the_remote_says_so(tmp_path):
     closed = [p for p in positions if p.symbol == sym and p.exit_reason == "manual: telegram chat 42"]
     assert len(closed) == 1 and closed[0].status == "closed"
     assert "trades" in profit
+
+
+def test_a_remote_action_waits_for_the_step_the_loop_is_in(tmp_path):
+    """/pause or /close from the Telegram task runs between the loop's steps, not inside a cycle
+    (where it would race the cycle's own exit and its transactions on the shared connection)."""
+    order: list[str] = []
+
+    async def go():
+        cfg = _cfg()
+        gw, clock, end = replay_setup(cfg, SAMPLE)
+        async with Store.open(tmp_path / "paper.db") as store:
+            engine = Engine(cfg, gw, store, clock)
+            inside, release = asyncio.Event(), asyncio.Event()
+            real_cycle, real_pause = engine.cycle, engine.pause
+
+            async def held_cycle():
+                order.append("cycle")
+                inside.set()
+                await release.wait()
+                report = await real_cycle()
+                order.append("cycle done")
+                return report
+
+            async def pause(who):
+                order.append("pause")
+                return await real_pause(who)
+
+            engine.cycle, engine.pause = held_cycle, pause
+            run = asyncio.create_task(engine.run(max_cycles=1, interval_s=3600))
+            await inside.wait()
+            act = asyncio.create_task(EngineRemote(engine, wall_ms=clock.now_ms).pause("telegram chat 42"))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            order.append("released")
+            release.set()
+            answer = await act
+            await run
+            return answer
+
+    answer = asyncio.run(go())
+    assert answer.startswith("New entries paused")
+    assert order.index("pause") > order.index("cycle done"), order

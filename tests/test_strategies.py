@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 import strategies as strategies_pkg
 from core.config import ConfigError, config_from_dict
 from core.scan.scanner import Scanner
+from dataclasses import replace
+
 from strategies import registry
+from strategies.base import BREADTH_MIN, STRENGTH_CANDLES, TREND_CANDLES, MarketState, ScanInput
 from tests.support.ohlcv import HOUR, scan_input, series, store_at
 
 # every 12.5 days from mid-January to mid-July 2021: rallies, the May crash, chop
@@ -59,6 +62,8 @@ def expected_mean_reversion(s: dict, p) -> float:
     strong_down = talib.ADX(h, lo, c, p.adx_period)[-1] >= p.adx_strong and c[-1] < talib.EMA(c, p.trend_period)[-1]
     if band + osold == 0 or strong_down or not talib.ATR(h, lo, c, p.atr_period)[-1] > 0:
         return 0.0
+    if p.uptrend_period and not c[-1] > talib.SMA(c, p.uptrend_period)[-1]:
+        return 0.0  # a dip below the long mean is a falling knife, not a dip
     return band + osold + 20 * ramp(zscore(s["volume"], p.volume_period), 0, p.volume_z) + 10 * (c[-1] > s["open"][-1])
 
 
@@ -76,7 +81,8 @@ def expected_momentum(s: dict, s4: dict, p) -> float:
 
 @pytest.fixture(scope="module")
 def default_strategies():
-    return {s.name: s for s in registry.build(config_from_dict({}).strategies)}
+    enabled = ["trend_following", "mean_reversion", "momentum"]  # every shipped one, enabled or not
+    return {s.name: s for s in registry.build(config_from_dict({"strategies": {"enabled": enabled}}).strategies)}
 
 
 def test_scores_stops_and_targets_on_real_data(default_strategies):
@@ -118,6 +124,60 @@ def test_scores_follow_the_documented_rules(default_strategies):
                 assert sigs[name].score[i] == pytest.approx(want, abs=1e-6), (name, sv.symbols[i], end)
                 checked[name][int(want == 0)] += 1
     assert all(nz >= 10 and z >= 10 for nz, z in checked.values()), checked
+
+
+def test_every_default_strategy_stands_aside_in_a_risk_off_market(default_strategies):
+    """The regime filter: the same candles scored in a risk-off market give no signal at all, and
+    with ``regime_filter`` off the scores are the risk-on ones."""
+    seen = set()
+    for end in TIMES:
+        data = scan_input(store_at(end))
+        n = len(data.symbols)
+        off = ScanInput(data.symbols, data.signal, data.higher,
+                        MarketState(np.full(n, 0.5), np.zeros(n), np.zeros(n, bool)))
+        for name, strat in default_strategies.items():
+            on_scores = strat.evaluate(data).score
+            if not (on_scores > 0).any():
+                continue
+            seen.add(name)
+            assert not strat.evaluate(off).score.any(), name
+            unfiltered = type(strat)(replace(strat.params, regime_filter=False))
+            assert np.array_equal(unfiltered.evaluate(off).score, on_scores), name
+    assert seen == set(default_strategies)
+
+
+def test_market_state_on_real_data_matches_a_plain_recount():
+    """Breadth, BTC's trend and relative strength from the scanner equal a per-pair recount with
+    TA-Lib's SMA and numpy (the May 2021 crash is risk-off, the January rally risk-on)."""
+    from core.scan.scanner import market_state
+
+    states = {}
+    for label, end in (("rally", 1610700000000 + 3 * 300 * HOUR), ("crash", 1621468800000)):
+        store = store_at(end)
+        sv = store.view("1h")
+        ok = sv.counts >= 250
+        m = market_state(sv.symbols, sv.close, ok)
+        ups, zs = [], []
+        for i in range(len(sv.symbols)):
+            if not ok[i]:
+                ups.append(False)
+                zs.append(np.nan)
+                continue
+            c = series(sv, i)["close"]
+            ups.append(bool(c[-1] > talib.SMA(c, TREND_CANDLES)[-1]))
+            lr = np.diff(np.log(c[-STRENGTH_CANDLES - 1:]))
+            zs.append(lr.sum() / (lr.std() * np.sqrt(STRENGTH_CANDLES)))
+        breadth = np.mean([u for u, k in zip(ups, ok) if k])
+        assert m.breadth[0] == pytest.approx(breadth)
+        btc = sv.symbols.index("BTC/USDT")
+        assert m.risk_on[0] == (breadth >= BREADTH_MIN and ups[btc])
+        z = np.array(zs)[ok]
+        strongest = int(np.flatnonzero(ok)[np.argmax(z)])
+        weakest = int(np.flatnonzero(ok)[np.argmin(z)])
+        assert m.strength[strongest] == 1.0 and m.strength[weakest] == 0.0
+        assert np.all(m.strength[~ok] == 0.5)
+        states[label] = bool(m.risk_on[0])
+    assert states == {"rally": True, "crash": False}
 
 
 def test_reason_names_the_evidence(default_strategies):
@@ -168,7 +228,7 @@ _PARAM_KEYS = [(name, f.name) for name in ("trend_following", "mean_reversion", 
                        st.floats(allow_nan=False, allow_infinity=False), st.lists(st.integers(), max_size=2)))
 def test_any_param_value_validates_or_names_its_key(target, value):
     name, param = target
-    data = {"strategies": {"params": {name: {param: value}}}}
+    data = {"strategies": {"enabled": [name], "params": {name: {param: value}}}}
     try:
         cfg = config_from_dict(data, "c.json")
     except ConfigError as exc:
@@ -184,7 +244,7 @@ def test_any_param_value_validates_or_names_its_key(target, value):
 
 
 def test_valid_params_reach_the_strategy():
-    cfg = config_from_dict({"strategies": {"params": {"trend_following": {"ema_fast": 10, "ema_slow": 30}}}})
+    cfg = config_from_dict({"strategies": {"enabled": ["trend_following"], "params": {"trend_following": {"ema_fast": 10, "ema_slow": 30}}}})
     tf = {s.name: s for s in registry.build(cfg.strategies)}["trend_following"]
     assert (tf.params.ema_fast, tf.params.ema_slow) == (10, 30)
     sig = tf.evaluate(scan_input(store_at(TIMES[3])))
@@ -244,7 +304,8 @@ def test_registry_discovers_a_dropped_in_strategy(plugin_dir):
     up = store.view("1h").close[:, -1] > store.view("1h").open[:, -1]
     want = {s for s, u in zip(store.symbols, up) if u and s not in result.skipped}
     assert {o.symbol for o in result.opportunities} == want
-    assert all(o.score == 80 and o.reason.startswith("green candle") for o in result.opportunities)
+    # 80, scaled by the ranking's relative-strength factor (x0.9 weakest .. x1.1 strongest)
+    assert all(72 <= o.score <= 88 and o.reason.startswith("green candle") for o in result.opportunities)
     with pytest.raises(ConfigError) as err:
         config_from_dict({"strategies": {"params": {"zz_green_candle": {"points": 101}}}})
     assert err.value.key == "strategies.params.zz_green_candle.points"

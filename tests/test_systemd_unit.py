@@ -54,9 +54,7 @@ def test_notify_watchdog_restart_policy():
 def test_codes_that_need_a_person_are_not_restarted():
     """Issue 15 item 3: a refused or corrupt state database (74), an unusable directory (77) and a bad
     config (78) end the service for good; restarting every 30 s cannot mend them."""
-    from core.commands._storage import EX_NOPERM
-    from core.config import EX_CONFIG
-    from core.store.errors import EX_STATE
+    from core.exitcodes import EX_CONFIG, EX_NOPERM, EX_STATE
 
     prevent = set(one("RestartPreventExitStatus").split())
     assert {str(EX_STATE), str(EX_NOPERM), str(EX_CONFIG)} <= prevent

@@ -23,7 +23,9 @@ trend-following default; momentum uses 2/3, mean reversion 1.5/the Bollinger mid
 independent; the risk gate clamps them exactly as it clamps real signals.
 
 Seeds run in worker processes (spawn-safe): each worker loads the candles once, then runs the
-engine per seed. A seed gives the same numbers on any worker and any machine.
+engine per seed. A seed gives the same numbers on any worker and any machine. A random run whose
+account sits in cash under a drawdown halt nothing will lift stops there (``simulate``'s
+``settle_when_halted``: the same numbers, most of the time saved on halted runs).
 
 Buy-and-hold: BTC (``BTC/<quote>``) and the equal-weight universe (every pair in the universe at
 the first cycle, equal money, held to the last cycle; a pair without newer candles keeps its
@@ -69,12 +71,6 @@ class Inputs:
     @property
     def eligible(self) -> np.ndarray:
         return self.ok & np.isfinite(self.atr) & (self.atr > 0) & np.isfinite(self.close) & (self.close > 0)
-
-    def only(self, strategy: str) -> "Inputs":
-        """The same, with the opportunity counts of one strategy only."""
-        keep = self.opp_strategy == self.strategies.index(strategy)
-        return Inputs(self.symbols, self.timeframe, self.times, self.universe, self.ok, self.close, self.atr,
-                      self.opp_cycle[keep], self.opp_score[keep], self.opp_strategy[keep], self.strategies)
 
 
 def inputs_of(table) -> Inputs:
@@ -180,7 +176,7 @@ class RandomTable:
 
 # --- one seed -------------------------------------------------------------------------------------
 
-def summary(result, start_equity=None) -> dict[str, Any]:
+def summary(result) -> dict[str, Any]:
     """The figures a baseline distribution is made of (and a thin equity curve for the band)."""
     from core.trading.stats import group_stats, trade_stats
 
@@ -192,7 +188,7 @@ def summary(result, start_equity=None) -> dict[str, Any]:
                                                              if curve and (len(curve) - 1) % step else [])
     return {"return": s.return_pct, "profit_factor": s.profit_factor, "trades": s.trades, "win_rate": s.win_rate,
             "max_drawdown": s.max_drawdown, "end_equity": float(s.end_equity), "sharpe": s.sharpe,
-            "halted": result.halts[-1][0] if any(h.startswith("drawdown") for _, h in result.halts) else None,
+            "halted": next((ts for ts, h in result.halts if h.startswith("drawdown")), None),
             "by_strategy": {k: {"pnl": v["pnl"], "profit_factor": v["profit_factor"], "trades": v["trades"]}
                             for k, v in groups.items()},
             "curve": thin}
@@ -212,38 +208,40 @@ async def run_seed(loaded, inputs: Inputs, seed: int, mode: str, settle: bool = 
 _WORKER: dict[str, Any] = {}
 
 
-def portable(cfg) -> dict[str, Any]:
-    """The config as plain data for a worker (a ``Config`` holds mapping proxies, which do not pickle);
-    refuses a config that would not come back identical."""
-    from core.config import config_from_dict, to_dict
+def portable(cfg) -> tuple[dict[str, Any], str]:
+    """The config as plain data for a worker (a ``Config`` holds mapping proxies, which do not pickle)
+    and its source; refuses a config that would not come back identical."""
+    from core.config import to_dict
 
     doc = to_dict(cfg)
-    if config_from_dict(doc) != cfg:
+    if to_dict(_rebuilt((doc, cfg.source))) != doc:  # (a list and a tuple are the same setting)
         raise ValueError("baseline workers: the configuration does not survive a round trip through plain data")
-    return doc
+    return doc, cfg.source
 
 
-def _init_worker(cfg_doc: dict[str, Any], spec, inputs: Inputs) -> None:
+def _rebuilt(portable_cfg: tuple[dict[str, Any], str]):
+    from dataclasses import replace
+
+    from core.config import config_from_dict
+
+    doc, source = portable_cfg
+    return replace(config_from_dict(doc), source=source)
+
+
+def _init_worker(cfg_doc: tuple[dict[str, Any], str], spec, inputs: Inputs) -> None:
     """Once per worker: load the candles (the seeds then only re-run the engine)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it cancels the pool
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
     from core.backtest.runner import load
-    from core.config import config_from_dict
 
-    cfg = config_from_dict(cfg_doc)
-
+    cfg = _rebuilt(cfg_doc)
     _WORKER["loaded"] = asyncio.run(load(cfg, spec))
-    _WORKER["inputs"] = {None: inputs}
+    _WORKER["inputs"] = inputs
 
 
-def _run_task(seed: int, mode: str, strategy: str | None) -> dict[str, Any]:
-    cache = _WORKER["inputs"]
-    if strategy not in cache:
-        cache[strategy] = cache[None].only(strategy)
-    out = asyncio.run(run_seed(_WORKER["loaded"], cache[strategy], seed, mode))
-    out["strategy"] = strategy
-    return out
+def _run_task(seed: int, mode: str) -> dict[str, Any]:
+    return asyncio.run(run_seed(_WORKER["loaded"], _WORKER["inputs"], seed, mode))
 
 
 def workers_for(tasks: int) -> int:
@@ -254,14 +252,14 @@ def workers_for(tasks: int) -> int:
     return max(1, min(tasks, cores))
 
 
-def run_random(cfg, spec, inputs: Inputs, seeds: int, modes=MODES, strategies: tuple[str | None, ...] = (None,),
-               workers: int | None = None, on_done=None) -> list[dict[str, Any]]:
-    """Every (mode, strategy, seed) in worker processes; results in task order (deterministic)."""
+def run_random(cfg, spec, inputs: Inputs, seeds: int, modes=MODES, workers: int | None = None,
+               on_done=None) -> list[dict[str, Any]]:
+    """Every (mode, seed) in worker processes; results in task order (deterministic)."""
     from dataclasses import replace
 
     # workers re-load with the run's own config; ``spec.strategies`` already applied in cfg
     spec = replace(spec, db=None, verify=0)
-    tasks = [(seed, mode, st) for mode in modes for st in strategies for seed in range(seeds)]
+    tasks = [(seed, mode) for mode in modes for seed in range(seeds)]
     if not tasks:
         return []
     n = workers or workers_for(len(tasks))

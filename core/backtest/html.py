@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from core.backtest.report import MODE_LABELS, baseline_rows, halt_text, stats_of, to_json
+from core.backtest.report import MODE_LABELS, NO_MARKETS, baseline_rows, halt_text, stats_of, to_json
 from core.backtest.runner import BacktestResult, iso
 from core.trading.stats import per_trade
 
@@ -282,7 +282,7 @@ def histogram_svg(returns: list[float]) -> str:
     r = np.clip(r, lo, hi)
     if hi - lo < 2:
         lo, hi = lo - 1, hi + 1
-    bins = min(40, max(10, int(hi - lo)))
+    bins = min(60, max(12, int((hi - lo) * 2)))  # about half a percent a bar
     counts, edges = np.histogram(r, bins=bins, range=(lo, hi))
     hh = 170
     top = counts.max() or 1
@@ -368,6 +368,8 @@ h1{font-size:20px;margin:4px 0 2px}h2{font-size:16px;margin:22px 0 6px}
 .card{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:10px 12px;margin:10px 0}
 .halt{background:#fff4e5;border:1px solid #e5a54b;border-left:6px solid #d9822b;border-radius:6px;
  padding:10px 12px;margin:10px 0;font-weight:600}
+.warn{background:#fffbe6;border:1px solid #e0c44b;border-radius:6px;padding:8px 12px;margin:10px 0;font-size:13px}
+.nw{white-space:nowrap}
 .halt .cost{font-weight:400;display:block;margin-top:3px}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}
 .fig{background:#fff;border:1px solid #d8dee4;border-radius:6px;padding:6px 9px}
@@ -415,6 +417,9 @@ def page(result: BacktestResult, bl=None, stats=None) -> str:
     if halt:
         head, _, cost = halt.partition(": ")
         out.append(f'<div class="halt">{esc(head)}<span class="cost">{esc(cost)}</span></div>')
+    if result.loaded is not None and doc["markets"] is None:
+        warn = esc(NO_MARKETS).replace("--markets FILE", '<code class="nw">--markets FILE</code>')
+        out.append(f'<div class="warn">warning: {warn}</div>')
 
     figs = [
         ("return", pct(doc["return"], 2, True), cls(doc["return"])), ("CAGR", pct(extra["cagr"], 1, True), cls(extra["cagr"])),
@@ -489,15 +494,15 @@ def page(result: BacktestResult, bl=None, stats=None) -> str:
     if notes:
         out.append('<div class="card">' + "".join(f'<p class="note">{esc(n)}</p>' for n in notes) + "</div>")
     if trades:
-        rows = [[t["id"], t["symbol"].removesuffix("/" + quote), t["strategy"],
+        rows = [[t["symbol"].removesuffix("/" + quote), t["strategy"],
                  iso(t["opened_ms"]).replace("T", " ")[:16], span(t["closed_ms"] - t["opened_ms"]),
                  f"{t['entry_price']:.6g}", "-" if t["exit_price"] is None else f"{t['exit_price']:.6g}",
                  (money(t["pnl"], True), cls(t["pnl"])),
                  (pct(t["return_pct"], 2, True), cls(t["return_pct"])), (t["exit_reason"] or "").split(":", 1)[0]]
-                for t in trades]
-        out.append(f"<h2>All trades ({len(trades):,})</h2>" + table(
-            ["#", f"pair (/{quote})", "strategy", "opened (UTC)", "held", "entry", "exit", "PnL", "return", "exit"],
-            rows, right_from=4, cls_="trades"))
+                for t in sorted(trades, key=lambda t: (t["opened_ms"], t["id"]))]
+        out.append(f"<h2>All trades ({len(trades):,}, by opening time)</h2>" + table(
+            [f"pair (/{quote})", "strategy", "opened (UTC)", "held", "entry", "exit", "PnL", "return", "exit"],
+            rows, right_from=3, cls_="trades"))
     out.append(f'<p class="note">pitrader backtest report; {esc(quote)} amounts; every figure from the same engine '
                f"as live trading.</p></main></body></html>")
     return "\n".join(out)

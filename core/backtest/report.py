@@ -22,8 +22,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from core.backtest.runner import BacktestResult, drawdown_halt, exit_reasons, iso
+from core.backtest.runner import BacktestResult, exit_reasons, iso
 from core.service.tables import fit_first, fit_table, num
+from core.timeframes import DAY_MS, HOUR_MS, TIMEFRAME_MS
 from core.trading.stats import TradeStats, group_stats, per_trade, trade_stats
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
@@ -49,18 +50,36 @@ def by_strategy(result: BacktestResult) -> dict[str, dict[str, Any]]:
     return out
 
 
-DAY_MS = 86_400_000
+NO_MARKETS = ("no markets file: exchange order rules (minimum amount and cost, amount step, price tick) are not "
+              "applied, so small or odd-sized orders fill that the exchange would refuse; pass --markets FILE "
+              "(markets.json as `pitrader download` writes it)")
+
+
+def markets_source(result: BacktestResult) -> str | None:
+    """The markets file whose order rules the run applied (None: none, a warning in the report)."""
+    gw = result.loaded.gateway if result.loaded is not None else None
+    return getattr(gw, "markets_source", None)
 
 
 def halted(result: BacktestResult) -> dict[str, Any] | None:
-    """The drawdown halt as a headline: when, how much of the run traded, equity then and at the end."""
-    ts = drawdown_halt(result)
-    if ts is None:
+    """The drawdown halts as a headline: when first, how often, how much of the run could trade,
+    whether the last one still stood at the end, equity at the first halt and at the end."""
+    times = [ts for ts, text in result.halts if text.startswith("drawdown")]
+    if not times:
         return None
+    ts = times[0]
     at_halt = next((float(e) for t, e in result.curve if t >= ts), None)
     end = float(result.curve[-1][1]) if result.curve else None
-    return {"at": iso(ts), "days_traded": (ts - result.start_ms) / DAY_MS,
-            "days": (result.end_ms - result.start_ms) / DAY_MS, "equity_at_halt": at_halt, "end_equity": end}
+    days = (result.end_ms - result.start_ms) / DAY_MS
+    tf_ms = TIMEFRAME_MS.get(result.timeframe, 0)
+    paused = result.halt_cycles.get("drawdown")
+    if paused is None or not tf_ms:  # a result made without the counts: up to the first halt
+        traded = (ts - result.start_ms) / DAY_MS
+    else:
+        traded = max(0.0, days - paused * tf_ms / DAY_MS)
+    return {"at": iso(ts), "times": len(times), "days_traded": traded, "days": days,
+            "to_the_end": "drawdown" in result.halted_at_end,
+            "equity_at_halt": at_halt, "end_equity": end}
 
 
 def to_json(result: BacktestResult, stats: TradeStats | None = None,
@@ -90,6 +109,7 @@ def to_json(result: BacktestResult, stats: TradeStats | None = None,
         "best_trades": ranked[:SHOWN_TRADES], "worst_trades": ranked[::-1][:SHOWN_TRADES],
         "verified_cycles": [iso(t) for t in result.verified],
         "halted": halted(result),
+        "markets": markets_source(result),
     })
     if baselines is not None:
         doc["baselines"] = baselines
@@ -190,7 +210,7 @@ def _money(x: float | Decimal | None, signed: bool = False) -> str:
 
 
 def _span(ms: int) -> str:
-    h = ms / 3_600_000
+    h = ms / HOUR_MS
     return f"{h:.0f} h" if h < 48 else f"{h / 24:.1f} d"
 
 
@@ -252,10 +272,17 @@ def halt_text(doc: dict[str, Any]) -> str | None:
     h = doc.get("halted")
     if not h:
         return None
-    text = (f"halted on {h['at'][:10]}, {h['days_traded']:.0f} of {h['days']:.0f} days traded: "
-            f"new entries stopped for good after a {_pct(doc['max_drawdown'])} drawdown")
+    first = h["at"][:10]
+    if h["times"] == 1:
+        text = f"halted on {first}, {h['days_traded']:.0f} of {h['days']:.0f} days traded: "
+    else:
+        text = (f"halted {h['times']} times (first on {first}), {h['days_traded']:.0f} of {h['days']:.0f} days "
+                f"traded: ")
+    text += ("new entries stopped for good" if h["to_the_end"] else "new entries paused") + \
+        f" by the drawdown limit (max drawdown {_pct(doc['max_drawdown'])})"
     if h["equity_at_halt"] is not None:
-        text += f"; equity {_money(h['equity_at_halt'])} at the halt, {_money(h['end_equity'])} at the end"
+        text += f"; equity {_money(h['equity_at_halt'])} at the {'first ' if h['times'] > 1 else ''}halt, " \
+                f"{_money(h['end_equity'])} at the end"
     hold = (doc.get("baselines") or {}).get("buy_and_hold", {})
     after = [f"{label} {_signed_pct(hold[k]['after_halt'])}" for k, label in
              (("btc", "BTC"), ("equal_weight", "the equal-weight universe")) if hold.get(k, {}).get("after_halt")
@@ -295,22 +322,20 @@ def baseline_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | 
         if not blk or not blk["seeds"]:
             continue
         pct = blk["percentile"]
-        rows.append((f"{label}, median of {blk['seeds']} seeds", blk["median"], blk["profit_factor"]["median"],
+        seeds = f"{blk['seeds']} seed" + "s" * (blk["seeds"] != 1)
+        rows.append((f"{label}, median of {seeds}", blk["median"], blk["profit_factor"]["median"],
                      f"{_signed_pct(blk['p5'])} .. {_signed_pct(blk['p95'])}",
                      f"{_ordinal(pct)} (p = {blk['p_value']:.2f})" if pct is not None else "n/a"))
     return rows
 
 
 def _baseline_table(console: Console, doc: dict[str, Any]):
-    cols = [("", {}), ("return", {"justify": "right"}), ("profit f.", {"justify": "right"}),
-            ("random p5 .. p95", {"justify": "right"}), ("strategy's percentile", {"justify": "right"})]
+    cols = [("vs", {"ratio": 1, "min_width": 14}), ("return", {"justify": "right"}), ("PF", {"justify": "right"}),
+            ("random p5 .. p95", {"justify": "right"}), ("percentile", {"justify": "right"})]
     body = [[label, Text(_signed_pct(r), style="green" if (r or 0) > 0 else "red" if (r or 0) < 0 else ""),
-             _ratio(pf) if label != "strategy" or pf is not None else "n/a", rng, pct]
+             _ratio(pf) if label == "strategy" or pf is not None else "-", rng, pct]
             for label, r, pf, rng, pct in baseline_rows(doc)]
-    for row in body[1:]:
-        if row[2] == "n/a" and not row[3]:
-            row[2] = "-"
-    return fit_table(console, cols, body, drop=("random p5 .. p95", "profit f."),
+    return fit_table(console, cols, body, drop=("random p5 .. p95", "PF"), wrap=("vs",),
                      title="strategy vs baselines (same engine, costs and exits)", **_table_kw())
 
 
@@ -355,6 +380,8 @@ def render(console: Console, result: BacktestResult, stats: TradeStats | None = 
     if halt:
         console.print(Panel(Text(halt, style="bold yellow"), title="halted", title_align="left", expand=False,
                             border_style="yellow"))
+    if result.loaded is not None and doc["markets"] is None:
+        console.print(Text("warning: " + NO_MARKETS, style="yellow"))
 
     pnl_style = "green" if s.pnl > 0 else "red" if s.pnl < 0 else ""
     cells = [

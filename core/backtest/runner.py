@@ -60,6 +60,7 @@ class BacktestSpec:
     strategies: tuple[str, ...] | None = None  # overrides strategies.enabled
     verify: int = 2  # cycles re-checked against the real scan pipeline
     db: Path | None = None  # keep the backtest's database here (replaced if present)
+    markets: Path | None = None  # exchange order rules (default: markets.json in or next to the data folder)
 
 
 def parse_date(text: str, what: str) -> int:
@@ -137,6 +138,8 @@ class BacktestResult:
     interrupted: bool
     halts: list[tuple[int, str]] = field(default_factory=list)  # (time raised, text), in order
     timings: dict[str, float] = field(default_factory=dict)
+    halt_cycles: dict[str, int] = field(default_factory=dict)  # cycles that ended under each kind of halt
+    halted_at_end: tuple[str, ...] = ()  # kinds of halt standing after the last cycle
     loaded: "Loaded | None" = field(default=None, repr=False)  # what baselines re-run over
     table: object = field(default=None, repr=False)  # the signal table served to the engine
 
@@ -195,6 +198,13 @@ async def load(cfg: Config, spec: BacktestSpec, ui: Progress | None = None) -> L
                             f"(the data covers {iso(first_open)} .. {iso(last_close)})")
     # never read past the end (views: candles are sorted by time)
     rows = {s: a[:np.searchsorted(a[:, 0], end - tf_ms, side="right")] for s, a in gateway.data[tf].items()}
+    if spec.markets is not None:  # an explicit rules file replaces the one found next to the data
+        from core.exchange.replay import _markets_from_file
+
+        if not Path(spec.markets).is_file():
+            raise DataError(f"--markets {spec.markets}: no such file")
+        gateway._markets = _markets_from_file(Path(spec.markets), sorted(gateway.data[tf]))
+        gateway.markets_source = str(spec.markets)
     markets = await gateway.load_markets()
     times = np.arange(start, end + 1, tf_ms, dtype=np.int64)
     return Loaded(cfg, folder, tf, gateway, rows, markets, times, end)
@@ -224,9 +234,9 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
     """The engine over ``table``'s scans (a ``SignalTable`` or anything serving ``index`` and
     ``result(i)`` the same way, e.g. a random baseline), on a fresh virtual clock.
 
-    ``settle_when_halted``: once the drawdown halt stands (nothing in a backtest lifts it) and no
-    position is open, the account is cash that nothing can change any more: the run stops there and
-    the equity curve is continued flat to the end. Trades and equity equal the full run's; only the
+    ``settle_when_halted``: once a drawdown halt without a cooling-off stands (nothing in a backtest
+    lifts it) and no position is open, the account is cash that nothing can change any more: the
+    run stops there and the equity curve is continued flat to the end. Trades and equity equal the full run's; only the
     cycle, signal and rejection counts stop early (the baselines use it, never the strategy's run)."""
     from core.backtest.signals import PrecomputedPipeline, reference_check
     from core.store.backtest import backtest_store
@@ -251,6 +261,7 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
     signals = 0
     halts: list[tuple[int, str]] = []
     settled: list = []  # (time, equity) where a halted, empty account was left alone
+    halt_cycles: dict[str, int] = {}  # cycles that ended under each kind of halt
     clock.advance_to(int(times[0]))
     ui.start_cycles(len(times))
     async with backtest_store(db) as store:
@@ -267,11 +278,15 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
                 halts.extend((report.ts_ms, h) for h in report.halts if h.split(":", 1)[0] not in self.active)
                 self.active = names
                 ui.cycle(report.ts_ms, report.equity, self.trades)
-                if settle_when_halted and "drawdown" in names and report.open_positions == 0 and not settled:
+                for name in names:
+                    halt_cycles[name] = halt_cycles.get(name, 0) + 1
+                if (settle_when_halted and "drawdown" in names and report.open_positions == 0 and not settled
+                        and engine.risk.halt_details.get("drawdown", {}).get("until_ms") is None):
                     settled.append((report.ts_ms, report.equity))
                     engine.request_stop("backtest: halted with no positions; the rest is cash")
 
-        engine = Engine(cfg, gateway, store, clock, hooks=BacktestHooks(),
+        hooks = BacktestHooks()
+        engine = Engine(cfg, gateway, store, clock, hooks=hooks,
                         pipeline=PrecomputedPipeline(table, clock, check if sample else None))
         if install_signals:
             engine.install_signal_handlers()
@@ -283,6 +298,7 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
     if settled:
         ts, equity = settled[0]
         curve = [c for c in curve if c[0] <= ts] + [(int(t), equity) for t in times[times > ts].tolist()]
+        halt_cycles["drawdown"] += int((times > ts).sum())  # a permanent halt lasts to the end
     timings["engine"] = time.perf_counter() - t2
     sig = getattr(table, "sig", None)
     return BacktestResult(
@@ -293,7 +309,7 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
         closed=trades_of(closed), curve=curve, signals=signals,
         rejections=dict(sorted(collections.Counter(engine.risk.rejections).items())),
         closed_at_end=closed_at_end, verified=verified, interrupted=interrupted, timings=timings, halts=halts,
-        loaded=loaded, table=table)
+        loaded=loaded, table=table, halt_cycles=halt_cycles, halted_at_end=tuple(sorted(hooks.active)))
 
 
 def _verify_sample(table, n: int) -> set[int]:

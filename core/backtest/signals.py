@@ -63,7 +63,7 @@ from core.scan.candles import CandleStore, CandleView
 from core.scan.quality import CandleChecks, higher_jump_ratio
 from core.scan.scanner import Indicators, Scanner
 from core.timeframes import TIMEFRAME_MS
-from strategies.base import ScanInput
+from strategies.base import BENCHMARK, MARKET_WINDOW, MarketState, ScanInput, cross_section, pair_features
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,10 @@ class SignalTable:
         self.universe = self._universe(sig_rows, qv)
         tick("universe")
         self.ok, self.flags = self._quality()
+        self.strength, self.breadth, self.risk_on = self._market(sig_rows)
         tick("quality")
         self.opps: dict[tuple[int, int], Opportunity] = {}
+        self.cycle_opps: dict[tuple[int, int], Opportunity | None] = {}  # (pair, cycle) served by a repeated row
         self.ranked: list[Opportunity] = []
         self.opp_at = np.full((P, N), -1, dtype=np.int32)
         if P and N and self.scanner.strategies:
@@ -311,6 +313,28 @@ class SignalTable:
                 self._checks[p] = (sig, hi)
         return self.universe & (flags == 0), flags
 
+    def _market(self, sig_rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The scanner's market state at every cycle: strength (P, N), breadth (N,), risk_on (N,),
+        from the same per-pair features over the same candles the live scan would hold."""
+        P, N = self.ok.shape
+        up = np.zeros((P, N), dtype=bool)
+        z = np.full((P, N), np.nan)
+        pad = np.full(MARKET_WINDOW - 1, np.nan)
+        for p, r in enumerate(sig_rows):
+            k = self.k[p]
+            has = k >= 0
+            if not has.any():
+                continue
+            # a contiguous copy: numpy then reduces each window exactly as it does the live scan's rows
+            windows = np.ascontiguousarray(sliding_window_view(np.concatenate([pad, r[:, 4]]), MARKET_WINDOW))
+            u, zz = pair_features(windows)
+            up[p, has], z[p, has] = u[k[has]], zz[k[has]]
+        bench = self.pos.get(BENCHMARK)
+        strength, breadth, on = np.full((P, N), 0.5), np.zeros(N), np.zeros(N, dtype=bool)
+        for i in range(N):
+            strength[:, i], breadth[i], on[i] = cross_section(up[:, i], z[:, i], self.ok[:, i], bench)
+        return strength, breadth, on
+
     def _k4(self, p: int, k):
         """Last higher-timeframe candle stored when signal candle ``k`` of pair ``p`` is (-1: none)."""
         return np.where(k >= 0, self.k4_of[p][np.maximum(k, 0)], -1)
@@ -342,7 +366,17 @@ class SignalTable:
         # rows the backtest will serve: (pair, last candle) of every cycle where the pair is ok
         pp, ii = np.nonzero(self.ok[lo:hi_p])
         wanted = np.zeros(total, dtype=bool)
-        wanted[sig.row_index(pp, self.k[lo + pp, ii])] = True
+        at = sig.row_index(pp, self.k[lo + pp, ii])
+        wanted[at] = True
+        # A row (pair, candle) serves every cycle until the pair's next candle, but the market state
+        # is the cycle's: the earliest cycle's goes with the main pass, later ones get their own below.
+        order = np.lexsort((ii, at))
+        at, pp, ii = at[order], pp[order], ii[order]
+        first = np.ones(len(at), dtype=bool)
+        first[1:] = at[1:] != at[:-1]
+        strength, breadth, risk_on = np.full(total, 0.5), np.ones(total), np.ones(total, dtype=bool)
+        f_at, f_p, f_i = at[first], lo + pp[first], ii[first]
+        strength[f_at], breadth[f_at], risk_on[f_at] = self.strength[f_p, f_i], self.breadth[f_i], self.risk_on[f_i]
         hi_rows = None
         if hi is not None:
             hi_rows = np.zeros(total, dtype=np.int64)  # default: an all-NaN window
@@ -359,7 +393,8 @@ class SignalTable:
             if not ok.any():
                 continue
             data = ScanInput(_RowIds(start, stop), WindowIndicators(full_sig, sig, slice(start, stop)),  # type: ignore[arg-type]
-                             WindowIndicators(full_hi, hi, hi_rows[start:stop]) if hi is not None else None)
+                             WindowIndicators(full_hi, hi, hi_rows[start:stop]) if hi is not None else None,
+                             MarketState(strength[start:stop], breadth[start:stop], risk_on[start:stop]))
             with np.errstate(invalid="ignore", divide="ignore"):
                 found = self.scanner.rank(data, ok)
             for opp in found:
@@ -367,21 +402,41 @@ class SignalTable:
                 p, col = divmod(r + W - 1, L)
                 k = col - (L - int(sig.n[p]))
                 self.opps[(lo + p, k)] = _renamed(opp, self.symbols[lo + p])
+        again = ~first
+        if again.any():
+            d_at, d_p, d_i = at[again], lo + pp[again], ii[again]
+            data = ScanInput(_RowIds(0, len(d_at)), WindowIndicators(full_sig, sig, d_at),  # type: ignore[arg-type]
+                             WindowIndicators(full_hi, hi, hi_rows[d_at]) if hi is not None else None,
+                             MarketState(self.strength[d_p, d_i], self.breadth[d_i], self.risk_on[d_i]))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                found = self.scanner.rank(data, np.ones(len(d_at), dtype=bool))
+            for j in range(len(d_at)):
+                self.cycle_opps[(int(d_p[j]), int(d_i[j]))] = None  # no signal at that cycle unless found
+            for opp in found:
+                j = int(opp.symbol)
+                self.cycle_opps[(int(d_p[j]), int(d_i[j]))] = _renamed(opp, self.symbols[int(d_p[j])])
 
     def _index_opportunities(self) -> None:
         """``opp_at[p, i]``: the opportunity pair p offers at cycle i, as an index into ``ranked``
         (sorted like the scanner's output, so a cycle's list is its indices in ascending order)."""
-        keys = sorted(self.opps, key=lambda pk: (-self.opps[pk].score, self.opps[pk].symbol))
-        self.ranked = [self.opps[pk] for pk in keys]
+        extra = [(pi, o) for pi, o in self.cycle_opps.items() if o is not None]
+        keys = sorted(list(self.opps) + [("at", pi) for pi, _ in extra],
+                      key=lambda key: ((-self.opps[key].score, self.opps[key].symbol) if key[0] != "at"
+                                       else (-self.cycle_opps[key[1]].score, self.cycle_opps[key[1]].symbol)))
+        self.ranked = [self.opps[key] if key[0] != "at" else self.cycle_opps[key[1]] for key in keys]
+        rank_of = {key[1]: r for r, key in enumerate(keys) if key[0] == "at"}
         self.opp_at = np.full(self.ok.shape, -1, dtype=np.int32)
         by_pair: dict[int, list[tuple[int, int]]] = {}
         for rank, (p, k) in enumerate(keys):
-            by_pair.setdefault(p, []).append((k, rank))
+            if p != "at":
+                by_pair.setdefault(p, []).append((k, rank))
         for p, items in by_pair.items():
             kmap = np.full(int(self.sig.n[p]) + 1, -1, dtype=np.int64)  # last slot: k = -1
             ks, ranks = zip(*items)
             kmap[list(ks)] = ranks
             self.opp_at[p] = np.where(self.ok[p], kmap[self.k[p]], -1)
+        for (p, i) in self.cycle_opps:  # a later cycle of the same candle, with that cycle's market
+            self.opp_at[p, i] = rank_of.get((p, i), -1)
 
     # --- serving -------------------------------------------------------------------------------
     def result(self, i: int) -> ScanResult:

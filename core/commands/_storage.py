@@ -11,8 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-EX_NOPERM = 77  # sysexits: a directory or file pitrader must create or write cannot be; needs a person
-
 
 class StorageError(Exception):
     """``str()`` is the one line for the user: what, the path, the problem, what to do."""

@@ -13,9 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
+from core.exitcodes import EX_DATAERR, EX_INTERRUPTED, EX_SOFTWARE, EX_USAGE
+
 NAME = "backtest"
 HELP = "run the engine over recorded candles (paper, virtual clock) and report trades, PnL, drawdown"
-EX_USAGE, EX_DATAERR, EX_SOFTWARE, EX_INTERRUPTED = 2, 65, 70, 130
 
 
 def configure(p) -> None:
@@ -37,6 +38,11 @@ def configure(p) -> None:
                    "self-contained file) to FILE; default: backtest-report.html in the state directory for a "
                    "terminal report, none with --json")
     p.add_argument("--no-html", action="store_true", help="do not write the report page")
+    p.add_argument("--markets", metavar="FILE", help="exchange order rules (markets.json: minimum amount and "
+                   "cost, steps) to apply; default: markets.json in or next to --data, else a warning")
+    p.add_argument("--check-lookahead", action="store_true",
+                   help="also prove no look-ahead: rebuild the signals with different future candles at 3 cut "
+                        "points and require every earlier cycle's signals to stay the same (exit 70 if not)")
     p.add_argument("--baseline-seeds", type=int, default=None, metavar="N",
                    help="random-entry baselines: N seeds of each kind (random pairs, random timing) in worker "
                         "processes (default %d; 0: none, only buy-and-hold)" % _default_seeds())
@@ -94,7 +100,7 @@ class _RichProgress:
 
 
 def run(args, ctx) -> int:
-    from core.backtest.runner import BacktestError, BacktestSpec, parse_date, run_backtest
+    from core.backtest.runner import BacktestError, BacktestSpec, iso, parse_date, run_backtest
     from core.backtest.report import export, render, stats_of, to_json
     from core.backtest.signals import SignalMismatch
     from core.exchange.replay import DataError
@@ -121,7 +127,8 @@ def run(args, ctx) -> int:
             end_ms=parse_date(args.end, "--to") if args.end else None,
             strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies
             is not None else None,
-            verify=args.verify, db=Path(args.db) if args.db else None)
+            verify=args.verify, db=Path(args.db) if args.db else None,
+            markets=Path(args.markets) if args.markets else None)
     except BacktestError as exc:
         return fail(EX_USAGE, str(exc))
     if not spec.data.is_dir():
@@ -143,6 +150,15 @@ def run(args, ctx) -> int:
     except SignalMismatch as exc:
         return fail(EX_SOFTWARE, f"internal error, results withheld: {exc}")
     stats = stats_of(result)
+    lookahead = None
+    if args.check_lookahead and not result.interrupted:
+        from core.backtest import lookahead as la
+
+        report = la.check(result.cfg, result.loaded, result.table)
+        lookahead = {"ok": report.ok, "cuts": [iso(t) for t in report.cuts], "cycles": report.cycles,
+                     "opportunities": report.opportunities, "problems": report.problems[:5]}
+        if not report.ok:
+            return fail(EX_SOFTWARE, "look-ahead: " + report.problems[0])
     bl = None
     if not result.interrupted:
         try:
@@ -171,9 +187,16 @@ def run(args, ctx) -> int:
         except OSError as exc:
             return fail(EX_USAGE, f"--export {args.export}: cannot write ({exc.strerror or exc})")
     if args.json:
-        print(json.dumps(to_json(result, stats, baselines)))
+        doc = to_json(result, stats, baselines)
+        if lookahead is not None:
+            doc["lookahead"] = lookahead
+        print(json.dumps(doc))
     else:
         render(ctx.console, result, stats, baselines=baselines)
+        if lookahead is not None:
+            ctx.console.print(f"[dim]look-ahead check: the signals of {lookahead['cycles']:,} cycles before "
+                              f"{len(lookahead['cuts'])} cut points ({lookahead['opportunities']:,} opportunities) "
+                              "stayed the same when every later candle changed[/]")
         if args.export:
             ctx.console.print(f"[dim]report written to {args.export}[/]")
         if page is not None:
@@ -188,12 +211,18 @@ def _baselines(result, spec, seeds: int, show: bool, console):
     """Buy-and-hold and the random baselines (``core.backtest.baseline``), with a progress line."""
     from core.backtest.baseline import MODES, compute
 
+    from concurrent.futures.process import BrokenProcessPool
+
     if not len(result.loaded.times):
         return None
-    if not show or seeds == 0:
-        return compute(result, spec, seeds)
-    with console.status(f"random baselines: 0/{seeds * len(MODES)} runs") as status:
-        def done(n: int, total: int) -> None:
-            status.update(f"random baselines: {n}/{total} runs ({seeds} seeds x {', '.join(MODES)})")
+    try:
+        if not show or seeds == 0:
+            return compute(result, spec, seeds)
+        with console.status(f"random baselines: 0/{seeds * len(MODES)} runs") as status:
+            def done(n: int, total: int) -> None:
+                status.update(f"random baselines: {n}/{total} runs ({seeds} seeds x {', '.join(MODES)})")
 
-        return compute(result, spec, seeds, on_done=done)
+            return compute(result, spec, seeds, on_done=done)
+    except (BrokenProcessPool, OSError) as exc:  # a worker died (memory, a vanished file): keep the report
+        print(f"pitrader backtest: random baselines failed ({exc}); reporting buy-and-hold only", file=sys.stderr)
+        return compute(result, spec, 0)

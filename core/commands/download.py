@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from core.exitcodes import EX_USAGE
+
 NAME = "download"
 HELP = "download candle history from the exchange into CSV files for `pitrader backtest` (resumable)"
-EX_USAGE = 2
 
 
 def configure(p) -> None:

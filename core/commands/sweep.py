@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 
+from core.exitcodes import EX_FAILED, EX_UNAVAILABLE
+
 NAME = "sweep"
 HELP = "search strategy/risk parameters by backtest (Optuna; local processes or a Dask cluster; resumable)"
-EX_UNAVAILABLE = 69
 
 
 def configure(p) -> None:
@@ -31,9 +32,7 @@ def run(args, ctx) -> int:
         print(problem)
         return EX_UNAVAILABLE
     from core.commands._storage import require
-    from core.exchange.replay import DataError
-    from core.research.cli import (EX_DATAERR, EX_FAILED, EX_INTERRUPTED, TrialProgress, fail, prepare, render_sweep,
-                                   sweep_json)
+    from core.research.cli import TrialProgress, prepare, render_sweep, run_trials, sweep_json
     from core.research.sweep import run_sweep
 
     require(None)  # an unwritable numba cache: one line, exit 77
@@ -42,21 +41,15 @@ def run(args, ctx) -> int:
         return setup
     spec, workers = setup.spec, setup.workers
     show = not args.json and ctx.console.is_terminal
-    try:
+
+    def trials():
         with TrialProgress(ctx.console, show, spec.objective) as bar:
             bar.label("trials" + (f" on {args.cluster}" if args.cluster else f" ({workers.size} workers)"))
-            res = run_sweep(spec, workers, bar)
-    except KeyboardInterrupt:
-        workers.close(cancel=True)
-        return fail(NAME, EX_INTERRUPTED, f"interrupted: finished trials are stored in {spec.study_path}; "
-                                          "run the same command again to continue")
-    except DataError as exc:
-        workers.close(cancel=True)
-        return fail(NAME, EX_DATAERR, f"data: {exc}")
-    except BaseException:  # a bug: stop the workers, then the CLI reports it (exit 70)
-        workers.close(cancel=True)
-        raise
-    workers.close()
+            return run_sweep(spec, workers, bar)
+
+    res = run_trials(NAME, setup, trials)
+    if isinstance(res, int):
+        return res
     if args.json:
         print(json.dumps(sweep_json(res, max(args.top, 0))))
     else:

@@ -14,9 +14,10 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from core.store import state as store
+from core.exitcodes import EX_CANTCREAT, EX_DATAERR, EX_NOINPUT
+
 NAME = "tax"
 HELP = "tax ledger: import fills from CSV, yearly reports (FIFO/LIFO/HIFO), reverse a fill"
-EX_DATAERR, EX_NOINPUT, EX_CANTCREAT = 65, 66, 73
 
 
 def _year(text: str) -> int:
@@ -26,7 +27,7 @@ def _year(text: str) -> int:
 
 
 def configure(p) -> None:
-    from core.tax.ledger import METHODS
+    from core.tax.records import METHODS
     from core.tax.report import FORMATS
 
     sub = p.add_subparsers(dest="tax_cmd", metavar="ACTION", required=True)
@@ -133,7 +134,7 @@ def _reverse(args, ctx, cfg, path: Path) -> int:
 
 
 def _report(args, ctx, cfg, path: Path) -> int:
-    from core.tax.ledger import LedgerError
+    from core.tax.records import LedgerError
     from core.tax.report import build, load_entries, render_table, render_text, settings_from_config, stale_note
 
     settings = settings_from_config(cfg, args.method)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 
+from core.exitcodes import EX_DATAERR, EX_FAILED, EX_UNAVAILABLE, EX_USAGE
+
 NAME = "validate"
 HELP = "walk-forward: choose parameters on train windows by sweep, judge them on the following test windows"
-EX_UNAVAILABLE = 69
 
 
 def configure(p) -> None:
@@ -54,8 +55,7 @@ def run(args, ctx) -> int:
         return EX_UNAVAILABLE
     from core.commands._storage import require
     from core.exchange.replay import DataError
-    from core.research.cli import (EX_DATAERR, EX_FAILED, EX_INTERRUPTED, EX_USAGE, TrialProgress, fail, prepare,
-                                   render_validation, validate_json)
+    from core.research.cli import TrialProgress, fail, prepare, render_validation, run_trials, validate_json
     from core.research.walkforward import WindowError, plan_windows, run_validation
 
     require(None)
@@ -73,22 +73,16 @@ def run(args, ctx) -> int:
         workers.close()
         return fail(NAME, EX_DATAERR, f"data: {exc}")
     show = not args.json and ctx.console.is_terminal
-    try:
+
+    def trials():
         with TrialProgress(ctx.console, show, spec.objective) as bar:
             def on_window(w, phase):
                 bar.label(f"window {w.index + 1}/{len(plan)} {phase}")
-            v = run_validation(spec, plan, workers, args.anchored, on_window, bar)
-    except KeyboardInterrupt:
-        workers.close(cancel=True)
-        return fail(NAME, EX_INTERRUPTED, f"interrupted: finished trials are stored in {spec.study_path}; "
-                                          "run the same command again to continue")
-    except DataError as exc:
-        workers.close(cancel=True)
-        return fail(NAME, EX_DATAERR, f"data: {exc}")
-    except BaseException:  # a bug: stop the workers, then the CLI reports it (exit 70)
-        workers.close(cancel=True)
-        raise
-    workers.close()
+            return run_validation(spec, plan, workers, args.anchored, on_window, bar)
+
+    v = run_trials(NAME, setup, trials)
+    if isinstance(v, int):
+        return v
     if args.json:
         print(json.dumps(validate_json(v, spec)))
     else:

@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from core.exchange.ccxt_client import cx
 from core.exchange.ccxt_convert import _STATUS, exact_decimal
 from core.exchange.ccxt_errors import MalformedReply, clean_message
-from core.exchange.gateway import GatewayError, OrderRejected, TemporaryError
+from core.exchange.gateway import GatewayError, OrderRejected
 from core.exchange.ratelimit import MARKET, ORDERS, binance_weight
 from core.models import OrderStatus
 
 _BODY = re.compile(r"(\{.*\})", re.S)
-TRIGGER_CODES = (-2010, -2021)
 
 
 class ListRejected(OrderRejected):
@@ -80,7 +79,6 @@ class SymbolRules:
     max_orders: int | None = None
     max_algo_orders: int | None = None
     known: bool = True  # False: the exchange gave no filters (a non-Binance market): nothing checked
-    extra: dict = field(default_factory=dict)
 
 
 def _d(v: Any) -> Decimal | None:
@@ -255,5 +253,4 @@ def order_lists(gateway: Any) -> OrderLists | None:
     return None
 
 
-__all__ = ["LegReport", "ListRejected", "OrderLists", "SymbolRules", "TemporaryError", "order_lists",
-           "symbol_rules", "TRIGGER_CODES"]
+__all__ = ["LegReport", "ListRejected", "OrderLists", "SymbolRules", "order_lists", "symbol_rules"]

@@ -24,7 +24,8 @@ SPAN = 1 << 42  # open times (ms) stay below this until 2109: symbol p's keys ar
 CHUNK = 1 << 20  # candles gathered at a time
 
 
-def _windows(candles: np.ndarray, keys: np.ndarray, base, start, now, tf_ms: int, day_ms: int):
+def _windows(candles: np.ndarray, turnover: np.ndarray, keys: np.ndarray, base, start, now, tf_ms: int,
+             day_ms: int):
     n = np.searchsorted(keys, base + (now - tf_ms), side="right")  # closed: open time <= now - period
     lo = np.minimum(np.searchsorted(keys, base + (now - day_ms - 1), side="right"), n)
     q = len(n)
@@ -32,12 +33,13 @@ def _windows(candles: np.ndarray, keys: np.ndarray, base, start, now, tf_ms: int
     span = n - lo
     for m in np.unique(span[span > 0]).tolist():
         sel = np.flatnonzero(span == m)
-        for c in range(0, len(sel), max(1, CHUNK // m)):
-            part = sel[c:c + max(1, CHUNK // m)]
-            rows = candles[lo[part, None] + np.arange(m)]  # (k, m, 6)
-            qv[part] = np.sum(rows[:, :, 4] * rows[:, :, 5], axis=1)
-            high[part] = rows[:, :, 2].max(axis=1)
-            low[part] = rows[:, :, 3].min(axis=1)
+        step = max(1, CHUNK // m)
+        for c in range(0, len(sel), step):
+            part = sel[c:c + step]
+            rows = lo[part, None] + np.arange(m)  # (k, m) candle indices, one window per row
+            qv[part] = np.sum(turnover[rows], axis=1)
+            high[part] = candles[rows, 2].max(axis=1)
+            low[part] = candles[rows, 3].min(axis=1)
     return n - start, span, qv, high, low
 
 
@@ -47,7 +49,8 @@ def day_windows(candles: np.ndarray, now, tf_ms: int, day_ms: int = DAY_MS):
     those opened in the last 24 h, and their quote volume, high and low (NaN when ``span`` is 0)."""
     now = np.asarray(now, dtype=np.int64)
     shape = now.shape
-    out = _windows(candles, candles[:, 0].astype(np.int64), 0, 0, now.reshape(-1), int(tf_ms), int(day_ms))
+    out = _windows(candles, candles[:, 4] * candles[:, 5], candles[:, 0].astype(np.int64), 0, 0, now.reshape(-1),
+                   int(tf_ms), int(day_ms))
     return tuple(x.reshape(shape) for x in out)
 
 
@@ -72,6 +75,7 @@ class DayTickers:
         if len(ts) and not (0 <= ts.min() and ts.max() < SPAN):
             raise ValueError("candle open times must lie between 1970 and 2109")
         self.keys = np.repeat(np.arange(len(sizes), dtype=np.int64) * SPAN, sizes) + ts
+        self.turnover = self.flat[:, 4] * self.flat[:, 5]  # close x volume per candle
 
     def at(self, now_ms: int, symbols: list[str] | None = None) -> dict[str, Ticker]:
         """What an exchange's all-symbols ticker request would have said at ``now_ms`` (symbols
@@ -82,8 +86,8 @@ class DayTickers:
             return {}
         idx = np.fromiter((self.pos[s] for s in names), dtype=np.int64, count=q)
         start = self.start[idx]
-        count, span, qv, high, low = _windows(self.flat, self.keys, idx * SPAN, start, np.int64(now_ms),
-                                              self.tf_ms, DAY_MS)
+        count, span, qv, high, low = _windows(self.flat, self.turnover, self.keys, idx * SPAN, start,
+                                              np.int64(now_ms), self.tf_ms, DAY_MS)
         last = self.flat[np.maximum(start + count - 1, 0)]
         tf_ms = self.tf_ms
         out = {}

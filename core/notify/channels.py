@@ -8,6 +8,7 @@ and the service's own description are kept.
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass
 
 import aiohttp
@@ -35,6 +36,8 @@ class Message:
 
     events: tuple[Event, ...]
     text: str
+    digest: bool = False  # the backlog past the rate limit, any kinds, as one list
+
 
     @property
     def level(self) -> str:
@@ -42,11 +45,15 @@ class Message:
 
     @property
     def kind(self) -> str:
-        return self.events[0].kind
+        """The events' kind, or ``digest`` for a digest of several kinds."""
+        kinds = {e.kind for e in self.events}
+        return "digest" if self.digest and len(kinds) > 1 else self.events[0].kind
 
     @property
     def id(self) -> int:
-        return self.events[0].id or 0
+        """The newest outbox id it carries: a message re-sent after a restart with the same events has
+        the same id, and one that merged more since has a new one (so a de-duplicating receiver keeps it)."""
+        return max((e.id or 0) for e in self.events)
 
 
 class Channel:
@@ -129,7 +136,7 @@ class WebhookChannel(Channel):
     (``{"content": text}``) or ``ntfy`` (plain text, with Title and Priority headers).
 
     JSON schema: ``{"id", "ids", "kind", "level", "ts_ms", "count", "text", "data"}``; ``id`` is the
-    first outbox id the message carries: the same message after a restart has the same id."""
+    newest outbox id the message carries: the same message after a restart has the same id."""
 
     name = "webhook"
 
@@ -146,9 +153,12 @@ class WebhookChannel(Channel):
                 "Title": f"pitrader {message.kind.replace('_', ' ')}", "Priority": NTFY_PRIORITY[message.level],
                 "Tags": message.level, "Content-Type": "text/plain; charset=utf-8"}}
         e = message.events[-1]
+        data = e.data
+        if message.kind == "digest":  # one event's details would misdescribe the others: counts by kind
+            data = {"kinds": dict(collections.Counter(x.kind for x in message.events))}
         return {"json": {"id": message.id, "ids": [x.id for x in message.events], "kind": message.kind,
                          "level": message.level, "ts_ms": e.ts_ms, "count": len(message.events),
-                         "text": message.text, "data": e.data}}
+                         "text": message.text, "data": data}}
 
     async def send(self, session: aiohttp.ClientSession, message: Message) -> None:
         try:

@@ -34,6 +34,7 @@ from core.store import outbox
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+PRUNE_EVERY_S = 3600.0
 
 
 def _hhmm(ts_ms: int) -> str:
@@ -60,7 +61,7 @@ def digest_for(groups: list[list[Event]], max_lines: int = 30) -> Message:
         lines.append(("" if len(g) == 1 else f"x{len(g)} ") + _prefix(g[-1]) + g[-1].text.split("\n", 1)[0])
     if len(groups) > max_lines:
         lines.append(f"... and {len(groups) - max_lines} more kinds")
-    return Message(tuple(events), "\n".join(lines))
+    return Message(tuple(events), "\n".join(lines), digest=True)
 
 
 class _ChannelState:
@@ -76,13 +77,17 @@ class _ChannelState:
 class Sender:
     def __init__(self, db_path: str | Path, channels: list[Channel], *, timeout_s: float = 10.0,
                  merge_window_s: float = 60.0, min_interval_s: float = 1.0, max_per_minute: int = 20,
-                 poll_s: float = 2.0, gather_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 poll_s: float = 2.0, gather_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 keep_days: float = 30.0, wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.db_path = Path(db_path)
         self.channels = channels
         self.timeout_s, self.merge_window_s = timeout_s, merge_window_s
         self.min_interval_s, self.max_per_minute = min_interval_s, max_per_minute
         self.poll_s, self.gather_s = poll_s, gather_s
         self.clock = clock
+        self.keep_days, self.wall_ms = keep_days, wall_ms
+        self._pruned_at: float | None = None
+        self._db_lock = asyncio.Lock()  # our connection is shared by the delivery task and ``add``
         self._state = {c.name: _ChannelState() for c in channels}
         self._wake = asyncio.Event()
         self._db: aiosqlite.Connection | None = None
@@ -106,6 +111,35 @@ class Sender:
             await self._db.close()
             self._db = None
 
+    async def add(self, event: Event) -> int:
+        """Write an event through our own connection (for tasks outside the engine's loop)."""
+        assert self._db is not None, "open() first"
+        async with self._db_lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                event_id = await outbox.add_event(self._db, event)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        self.wake()
+        return event_id
+
+    async def prune(self) -> int:
+        """Forget events every channel is past and older than ``keep_days``: the outbox must not
+        grow for as long as the service runs."""
+        assert self._db is not None, "open() first"
+        async with self._db_lock:
+            floor = await outbox.min_cursor(self._db, [c.name for c in self.channels])
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                n = await outbox.prune(self._db, self.wall_ms() - int(self.keep_days * 86_400_000), floor)
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return n
+
     def wake(self) -> None:
         """An event was just written: look now instead of at the next poll."""
         self._wake.set()
@@ -117,6 +151,14 @@ class Sender:
                 await self.deliver_once()
             except (aiosqlite.Error, OSError) as exc:  # the store's own faults are handled by the engine
                 log.warning("notifications: cannot read the outbox (%s); will retry", exc.__class__.__name__)
+            except Exception as exc:  # noqa: BLE001 - a dead sender would lose every later notification
+                log.error("notifications: delivery pass failed (%s); will retry", exc.__class__.__name__)
+            if self._pruned_at is None or self.clock() - self._pruned_at >= PRUNE_EVERY_S:
+                self._pruned_at = self.clock()
+                try:
+                    await self.prune()
+                except (aiosqlite.Error, OSError) as exc:
+                    log.warning("notifications: cannot prune the outbox (%s)", exc.__class__.__name__)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
                 await asyncio.sleep(self.gather_s)  # let a burst finish arriving, then merge it
@@ -148,7 +190,8 @@ class Sender:
         events = await outbox.pending(self._db, ch.name)
         unwanted = [e.id for e in events if not ch.accepts(e)]
         if unwanted:
-            await outbox.mark_sent(self._db, ch.name, unwanted)
+            async with self._db_lock:
+                await outbox.mark_sent(self._db, ch.name, unwanted)
         groups: dict[str, list[Event]] = {}
         for e in events:
             if ch.accepts(e):
@@ -183,7 +226,8 @@ class Sender:
             st.next_send = t + self.min_interval_s
             for e in msg.events:
                 st.last_sent[e.merge_key] = t
-            await outbox.mark_sent(self._db, ch.name, [e.id for e in msg.events])
+            async with self._db_lock:
+                await outbox.mark_sent(self._db, ch.name, [e.id for e in msg.events])
         return sent
 
     def _failed(self, ch: Channel, st: _ChannelState, exc: DeliveryError) -> None:

@@ -56,7 +56,12 @@ class LogAlerts(logging.Handler):
             return
         if len(self.pending) < self.limit:
             level = "error" if record.levelno >= logging.ERROR else "warning"
-            self.pending.append((int(record.created * 1000), level, str(record.msg), record.getMessage()))
+            try:  # a malformed log call must not raise into the code that logged (an order path)
+                text = record.getMessage()
+            except Exception:  # noqa: BLE001
+                self.handleError(record)
+                return
+            self.pending.append((int(record.created * 1000), level, str(record.msg), text))
 
 
 class Notifications:
@@ -64,8 +69,12 @@ class Notifications:
     of an order or fill transaction; those are written by the executor inside its transaction)."""
 
     def __init__(self, cfg: Config, secrets: Secrets, db_path: Path, store, remote: Remote | None = None,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 guard: Callable[[Callable[[], Awaitable]], Awaitable] | None = None) -> None:
         self.cfg, self.secrets, self.store = cfg, secrets, store
+        # The Telegram task shares the engine's store connection for its offset: ``guard``
+        # (``Engine.between_steps``) runs those reads and writes between the loop's transactions.
+        self._guard = guard or (lambda action: action())
         self.channels = build_channels(cfg, secrets)
         self.sender = Sender(db_path, self.channels, timeout_s=cfg.notify.timeout_s) if self.channels else None
         tg = cfg.notify.telegram
@@ -114,6 +123,11 @@ class Notifications:
         await self.store.add_event(Event(kind, text, self.wall_ms(), level=level, key=key, data=data))
         self.sender.wake()
 
+    async def _add_own(self, kind: str, text: str, *, level: str = "", key: str = "") -> None:
+        """From our own task (the exchange watch): through the sender's connection, never the engine's,
+        whose loop may be stuck in the very outage this reports or inside a transaction."""
+        await self.sender.add(Event(kind, text, self.wall_ms(), level=level, key=key))
+
     def install_log_alerts(self) -> None:
         if self.enabled and self._alerts is None:
             self._alerts = LogAlerts()
@@ -154,11 +168,11 @@ class Notifications:
             since = ok if ok is not None else started
             if down_since is None and now - since >= limit_ms:
                 down_since = since
-                await self.add("problem", f"No cycle completed for {(now - since) // 60_000} minutes: the exchange "
+                await self._add_own("problem", f"No cycle completed for {(now - since) // 60_000} minutes: the exchange "
                                "or the network is unreachable. Open positions are watched again as soon as it "
                                "answers.", key="unreachable")
             elif down_since is not None and ok is not None and ok > down_since:
-                await self.add("problem", f"Working again after {(ok - down_since) // 60_000} minutes without a "
+                await self._add_own("problem", f"Working again after {(ok - down_since) // 60_000} minutes without a "
                                "cycle.", level="info", key="reachable")
                 down_since = None
             try:
@@ -184,7 +198,7 @@ class Notifications:
         return True
 
     async def _load_offset(self) -> int:
-        return int(await self.store.get_state(TELEGRAM_OFFSET_KEY, 0) or 0)
+        return int(await self._guard(lambda: self.store.get_state(TELEGRAM_OFFSET_KEY, 0)) or 0)
 
     async def _save_offset(self, offset: int) -> None:
-        await self.store.set_state(TELEGRAM_OFFSET_KEY, offset)
+        await self._guard(lambda: self.store.set_state(TELEGRAM_OFFSET_KEY, offset))

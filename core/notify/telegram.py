@@ -90,20 +90,28 @@ class TelegramBot:
                         self._failing = True
                     await _wait(stop, 10.0)
                     continue
-                for update in reply.get("result") or []:
+                updates = reply.get("result")
+                for update in updates if isinstance(updates, list) else []:
                     if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
                         continue
                     offset = max(offset, update["update_id"] + 1)
-                    if self._save_offset:  # before acting: a crash must not run a command twice
-                        await self._save_offset(offset)
-                    answer = await self.handle(update)
-                    if answer is not None:
-                        chat = str(update["message"]["chat"]["id"])
-                        try:
-                            await self._call(session, "sendMessage", 15, chat_id=chat,
-                                             text=answer[:TELEGRAM_MAX_CHARS], disable_web_page_preview=True)
-                        except ConnectionError as exc:
-                            log.warning("telegram: could not answer chat %s (%s)", chat, exc)
+                    try:
+                        await self._one(session, update, offset)
+                    except Exception as exc:  # noqa: BLE001 - one bad update must not end the remote
+                        log.error("telegram: update %s not handled (%s)", update["update_id"],
+                                  exc.__class__.__name__)
+
+    async def _one(self, session: aiohttp.ClientSession, update: dict, offset: int) -> None:
+        if self._save_offset:  # before acting: a crash must not run a command twice
+            await self._save_offset(offset)
+        answer = await self.handle(update)
+        if answer is not None:
+            chat = str(update["message"]["chat"]["id"])
+            try:
+                await self._call(session, "sendMessage", 15, chat_id=chat,
+                                 text=answer[:TELEGRAM_MAX_CHARS], disable_web_page_preview=True)
+            except ConnectionError as exc:
+                log.warning("telegram: could not answer chat %s (%s)", chat, exc)
 
     async def handle(self, update: dict) -> str | None:
         """The reply to one update, or None (not for us / not allowed)."""
@@ -115,7 +123,8 @@ class TelegramBot:
             now = self.clock()
             if now - self._ignored.get(chat, -1e18) >= 3600:
                 self._ignored[chat] = now
-                user = (msg.get("from") or {}).get("username") or "?"
+                sender = msg.get("from")
+                user = (sender.get("username") if isinstance(sender, dict) else None) or "?"
                 log.warning("telegram: ignored a message from chat %s (@%s): not in notify.telegram.chat_ids",
                             chat, user)
             return None

@@ -17,9 +17,11 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-EX_FAILED, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_UNAVAILABLE, EX_CONFIG, EX_INTERRUPTED = 1, 2, 65, 66, 69, 78, 130
+from core.exitcodes import EX_CONFIG, EX_DATAERR, EX_INTERRUPTED, EX_NOINPUT, EX_UNAVAILABLE, EX_USAGE
+from core.timeframes import DAY_MS
+
 OBJECTIVES = ("sharpe", "sortino", "calmar", "profit_factor", "return", "expectancy")
 INSTALL_HINT = "pip install 'pitrader[research]' (./install.sh --dev installs it)"
 
@@ -94,7 +96,7 @@ def prepare(command: str, args, ctx, default_trials: int) -> Setup | int:
     try:
         space = load_space(args.space, base)
     except SpaceError as exc:
-        return fail(command, 66 if exc.missing else EX_CONFIG, str(exc))
+        return fail(command, EX_NOINPUT if exc.missing else EX_CONFIG, str(exc))
     tf = args.timeframe or cfg.scanner.timeframes[0]
     study = Path(args.study) if args.study else ctx.state_dir / "research" / "studies.db"
     try:
@@ -105,6 +107,29 @@ def prepare(command: str, args, ctx, default_trials: int) -> Setup | int:
     spec = SweepSpec(data=data, space=space, base=base, objective=args.objective, trials=trials, study_path=study,
                      seed=args.seed, batch=batch, start_ms=start, end_ms=end, timeframe=tf)
     return Setup(spec, workers)
+
+
+def run_trials(command: str, setup: Setup, trials: Callable[[], Any]) -> Any:
+    """``trials()`` with the workers up, stopping them however it ends (cancelled unless it finished).
+
+    Ctrl-C and bad data are exit codes (printed; an int is returned); a bug propagates to the CLI (exit 70)."""
+    from core.exchange.replay import DataError
+
+    workers = setup.workers
+    try:
+        out = trials()
+    except KeyboardInterrupt:
+        workers.close(cancel=True)
+        return fail(command, EX_INTERRUPTED, f"interrupted: finished trials are stored in {setup.spec.study_path}; "
+                                             "run the same command again to continue")
+    except DataError as exc:
+        workers.close(cancel=True)
+        return fail(command, EX_DATAERR, f"data: {exc}")
+    except BaseException:
+        workers.close(cancel=True)
+        raise
+    workers.close()
+    return out
 
 
 class TrialProgress:
@@ -280,7 +305,7 @@ def render_validation(console, v) -> None:
              ("IS max DD", {"justify": "right"}), ("OOS max DD", {"justify": "right"})]
 
     def span(a: int, b: int) -> str:
-        return f"{day(a)} {round((b - a) / 86_400_000, 1):g}d"
+        return f"{day(a)} {round((b - a) / DAY_MS, 1):g}d"
 
     def val(x: float | None) -> str:
         return "-" if x is None else pct(x) if as_pct else fmt(x)

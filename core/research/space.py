@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EX_NOINPUT = 66  # the space file is missing or unreadable
 MAX_SPACE_BYTES = 1 << 20
 
 

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from core.research.space import apply
+from core.timeframes import YEAR_MS
 
 OBJECTIVES = ("sharpe", "sortino", "calmar", "profit_factor", "return", "expectancy")
 # figures kept per trial (report keys, plus the derived objectives)
 METRICS = ("return", "sharpe", "sortino", "calmar", "profit_factor", "expectancy", "trades", "win_rate",
            "max_drawdown", "exposure", "pnl")
-YEAR_MS = 365 * 86_400_000
 
 
 @dataclass(frozen=True)

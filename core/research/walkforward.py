@@ -20,8 +20,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from core.research.sweep import SweepResult, SweepSpec, Workers, run_sweep, task_for
-
-DAY_MS = 86_400_000
+from core.timeframes import DAY_MS
 
 
 class WindowError(ValueError):

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from core.timeframes import TIMEFRAME_MS
+from core.timeframes import HOUR_MS, TIMEFRAME_MS
 
 STALE_PERIODS = 2
 # problem flags, in the order the reasons are given
@@ -42,7 +42,7 @@ def _when(ts_ms: float) -> str:
 
 
 def _duration(ms: float) -> str:
-    hours = ms / 3_600_000
+    hours = ms / HOUR_MS
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
 
 

@@ -17,7 +17,15 @@ One scan works on whole matrices (pairs x time) from the candle store:
 4. Multi-timeframe confirmation (``scanner.confirm_timeframe``, e.g. 4h for 1h signals):
    the higher timeframe *agrees* when its last close is above its EMA50 and its MACD(12,26,9)
    histogram is positive -- score kept; *half agrees* when only one holds -- score x0.8;
-   otherwise the signal is dropped. The verdict is part of the reason.
+   otherwise the signal is dropped. The verdict is part of the reason. A strategy whose
+   ``confirmed`` is False (mean reversion: its dips are where the higher timeframe disagrees)
+   is not confirmed.
+   The market's state (``strategies.base.MarketState``), computed once per scan from every
+   scanned pair: breadth (share of pairs above their trend mean), whether BTC is up, and each
+   pair's volatility-adjusted relative strength (percentile among the scanned pairs). Strategies
+   read it (the shipped ones stand aside while the market is not risk-on); the ranking scales
+   each score by ``RS_LOW + (RS_HIGH - RS_LOW) * strength`` (x0.9 for the weakest pair,
+   x1.1 for the strongest, capped at 100), so the strongest of equal signals comes first.
 5. ``scanner.min_opportunity_score`` (a fraction: 0.6 means a score of at least 60), then one
    opportunity per pair (its best strategy; others that also passed are named in the
    reason), ranked best first.
@@ -38,6 +46,7 @@ from core.models import Opportunity, ScanResult
 from core.scan.quality import STALE_PERIODS, data_problems, higher_jump_ratio  # noqa: F401  (re-exported)
 from strategies import registry
 from strategies.base import Indicators, ScanInput  # noqa: F401  (Indicators: re-exported for callers of the scanner)
+from strategies.base import BENCHMARK, MARKET_WINDOW, MarketState, cross_section, pair_features
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,19 @@ CONFIRM_MACD = (12, 26, 9)
 # the SMA of the first 50), plus a margin; the MACD(12,26,9) histogram starts at the 34th.
 CONFIRM_HISTORY = CONFIRM_EMA + 10
 HALF_AGREEMENT = 0.8  # score factor when the higher timeframe agrees on one of its two conditions
+RS_LOW, RS_HIGH = 0.9, 1.1  # ranking factor of the weakest and the strongest pair (relative strength)
+
+
+def market_state(symbols: tuple[str, ...], close: np.ndarray, ok: np.ndarray) -> MarketState:
+    """The scan's market state from the signal timeframe's (pairs x time) closes, newest last."""
+    n = len(symbols)
+    if close.shape[1] >= MARKET_WINDOW:
+        up, z = pair_features(close)
+    else:
+        up, z = np.zeros(n, dtype=bool), np.full(n, np.nan)
+    bench = symbols.index(BENCHMARK) if BENCHMARK in symbols else None
+    strength, breadth, on = cross_section(up, z, ok, bench)
+    return MarketState(strength, np.full(n, breadth), np.full(n, on))
 
 
 class Scanner:
@@ -92,7 +114,8 @@ class Scanner:
 
         opportunities: list[Opportunity] = []
         if ok.any() and self.strategies:
-            data = ScanInput(symbols, Indicators(sv), Indicators(hv) if hv is not None else None)
+            data = ScanInput(symbols, Indicators(sv), Indicators(hv) if hv is not None else None,
+                             market_state(tuple(symbols), sv.close, ok))
             opportunities = self.rank(data, ok)
         result = ScanResult(pairs_scanned=int(ok.sum()), pairs_skipped=len(skipped), skipped=skipped,
                             duration_s=time.perf_counter() - t0, opportunities=opportunities, ts_ms=int(now_ms))
@@ -121,13 +144,21 @@ class Scanner:
     def rank(self, data: ScanInput, ok: np.ndarray) -> list[Opportunity]:
         price = data.signal.close[:, -1]
         factor, confirm_text = self._confirmation(data)
+        market = data.regime()
+        rs = RS_LOW + (RS_HIGH - RS_LOW) * market.strength
+        unconfirmed: set[str] = set()
         candidates: dict[int, list[tuple[float, str, object]]] = {}
         for strategy in self.strategies:
             weight = self.weights.get(strategy.name, 1.0)
             if weight <= 0:
                 continue
             sig = strategy.evaluate(data)
-            score = np.minimum(np.nan_to_num(sig.score, nan=0.0) * weight, 100.0) * factor
+            score = np.minimum(np.nan_to_num(sig.score, nan=0.0) * weight, 100.0)
+            if strategy.confirmed:
+                score = score * factor
+            else:
+                unconfirmed.add(strategy.name)
+            score = np.minimum(score * rs, 100.0)
             with np.errstate(invalid="ignore"):
                 passing = (ok & (score > 0) & (score >= self.min_score) & (sig.stop > 0)
                            & (sig.stop < price) & (sig.target > price))
@@ -137,8 +168,8 @@ class Scanner:
         for i, cands in candidates.items():
             cands.sort(key=lambda c: -c[0])
             score, name, sig = cands[0]
-            reason = sig.explain(i)
-            extra = confirm_text(i)
+            reason = sig.explain(i) + f"; RS {market.strength[i]:.2f}"
+            extra = "" if name in unconfirmed else confirm_text(i)
             if extra:
                 reason += "; " + extra
             if len(cands) > 1:

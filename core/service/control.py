@@ -161,6 +161,8 @@ async def serve(engine) -> None:
             outcome, ok = str(exc), False
         except GatewayError as exc:
             outcome, ok = f"exchange: {exc}", False
-        log.warning("manual command %s %s by %s: %s", action, args, who, outcome) if not ok else \
+        if ok:
             log.info("manual command %s by %s done: %s", action, who, outcome)
+        else:
+            log.warning("manual command %s %s by %s failed: %s", action, args, who, outcome)
         await queue.finish_command(engine.store.db, cid, ok, outcome)

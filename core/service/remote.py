@@ -146,11 +146,11 @@ class EngineRemote:
                 f"PnL {'+' if pnl >= 0 else ''}{num(pnl)} {self.quote}")
 
     async def pause(self, who: str) -> str:
-        changed = await self.engine.pause(who)
+        changed = await self.engine.between_steps(lambda: self.engine.pause(who))
         return "New entries paused (exits go on). /resume to allow them again." if changed else "Already paused."
 
     async def resume(self, who: str) -> str:
-        changed = await self.engine.resume(who)
+        changed = await self.engine.between_steps(lambda: self.engine.resume(who))
         return "Entries allowed again." if changed else "Entries were not paused."
 
     async def close_preview(self, symbol: str) -> str | None:
@@ -160,6 +160,7 @@ class EngineRemote:
         return "\n".join(f"{p.symbol} #{p.id}: {qty(p.amount)} @ {price(p.entry_price)} ({p.strategy})" for p in pos)
 
     async def close(self, symbol: str, who: str) -> str:
-        done = await self.engine.close_symbol(symbol, who)
+        # between the loop's steps: never racing its own exit of the same position
+        done = await self.engine.between_steps(lambda: self.engine.close_symbol(symbol, who))
         return f"Sold {symbol} at market ({done} position{'s' if done != 1 else ''})." if done else \
             f"No open position in {symbol} any more."

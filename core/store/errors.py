@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EX_STATE = 74  # sysexits EX_IOERR: the state database needs a person; systemd must not restart in a loop
-
 
 class StateDatabaseError(RuntimeError):
     """An existing state database that cannot be used as it is (empty, truncated, corrupt, newer schema).

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from core.models import Position
-from core.store.schema import check_file, connect_readonly
+from core.store.errors import StateDatabaseError
+from core.store.schema import SCHEMA_VERSION, check_file, connect_readonly
 from core.store.state import POSITION_COLUMNS, position_from_row
 
 
@@ -23,6 +24,15 @@ class StateReader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.conn = connect_readonly(self.path)
+        try:  # a newer schema would fail on a renamed table or column with a traceback: say what it is
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StateDatabaseError(self.path, f"cannot be read as a database ({exc})") from exc
+        if version > SCHEMA_VERSION:
+            self.conn.close()
+            raise StateDatabaseError(self.path, f"database schema v{version} is newer than this pitrader "
+                                                f"(v{SCHEMA_VERSION})", "upgrade pitrader (or use the matching version)")
 
     def __enter__(self) -> "StateReader":
         return self

@@ -36,198 +36,28 @@ Why it looks like this:
 """
 from __future__ import annotations
 
-import calendar
 import gc
 import heapq
-import re
-import time
 from bisect import bisect_right
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Iterable, Iterator
 
-from core.models import BUY, SELL, Fill
+from core.models import BUY, SELL
+from core.tax.periods import EPOCH_DAY, add_period
+from core.tax.records import (ZERO, Disposal, Entry, InvalidFillError, LedgerError, Lot, MissingPriceError,
+                              OversellError, Result, Settings, Valuation)
 from core.timeframes import DAY_MS
 
-METHODS = ("fifo", "lifo", "hifo")
-JURISDICTIONS = ("us", "de", "none")
 MONEY = Decimal("1e-8")
 MAX_AMOUNT = Decimal("1e15")  # quantity, price, fee of one fill
 MAX_VALUE = Decimal("1e15")  # quantity x price of one fill, and its value in the reporting currency
 CONTEXT = Context(prec=40, rounding=ROUND_HALF_EVEN)  # the ledger's and the reports' arithmetic
-ZERO = Decimal(0)
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-EPOCH_DAY = date(1970, 1, 1)
-_PERIOD = re.compile(r"^([1-9]\d*)([ymd])$")
 
 
-# --- errors -------------------------------------------------------------------------------------
-
-class LedgerError(ValueError):
-    """The fills cannot be matched as they are; ``str()`` names the fill and what to do."""
-
-    def __init__(self, entry: "Entry", problem: str) -> None:
-        self.entry, self.problem = entry, problem
-        super().__init__(f"{describe(entry)}: {problem}")
-
-
-class OversellError(LedgerError):
-    """A fill disposes of more of an asset than the earlier fills acquired."""
-
-    def __init__(self, entry: "Entry", problem: str, asset: str = "", quantity: Decimal = ZERO, held: Decimal = ZERO,
-                 kind: str = "trade") -> None:
-        super().__init__(entry, problem)
-        self.asset, self.quantity, self.held, self.kind = asset, quantity, held, kind
-
-
-class MissingPriceError(LedgerError):
-    """A valuation needs a price that no earlier fill provides."""
-
-    def __init__(self, entry: "Entry", problem: str, asset: str = "", why: str = "") -> None:
-        super().__init__(entry, problem)
-        self.asset, self.why = asset, why
-
-
-class InvalidFillError(LedgerError):
-    """A fill that makes no sense (bad symbol, side, amounts, fee without asset, out of bounds)."""
-
-
-# --- inputs and outputs -------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A row of the fills table: the fill plus its row id and what it reverses (if anything)."""
-
-    fill: Fill
-    id: int | None = None
-    reverses: int | None = None
-
-    @property
-    def lot_id(self) -> str:
-        f = self.fill
-        return f"{f.source}:{f.symbol}:{f.trade_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    method: str = "fifo"
-    jurisdiction: str = "us"
-    long_term_after: str = "1y"
-    cash: frozenset = frozenset({"USD", "USDT"})  # assets worth exactly 1 reporting unit, no lots
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.jurisdiction not in JURISDICTIONS:
-            raise ValueError(f"jurisdiction: expected one of {', '.join(JURISDICTIONS)}, got {self.jurisdiction!r}")
-        parse_period(self.long_term_after)
-
-
-@dataclass(slots=True)
-class Lot:
-    lot_id: str
-    asset: str
-    acquired_ms: int
-    quantity: Decimal  # as acquired (after any fee taken in this asset)
-    cost: Decimal  # as acquired, reporting currency
-    seq: int  # position in processing order: the FIFO/LIFO order and the HIFO tie-break
-    remaining: Decimal = ZERO
-    remaining_cost: Decimal = ZERO
-
-    def __post_init__(self) -> None:
-        self.remaining, self.remaining_cost = self.quantity, self.cost
-
-
-@dataclass(frozen=True, slots=True)
-class Disposal:
-    """One piece of one lot leaving: a row of the disposals report."""
-
-    asset: str
-    quantity: Decimal
-    proceeds: Decimal
-    cost: Decimal
-    acquired_ms: int
-    sold_ms: int
-    term: str  # "short" | "long"
-    lot_id: str
-    trade_id: str  # of the fill that disposed of it
-    symbol: str
-    source: str
-    kind: str  # "trade" (the asset given in a trade) | "fee" (a third asset paid as fee)
-    fill_id: int | None = None
-
-    @property
-    def gain(self) -> Decimal:
-        return self.proceeds - self.cost
-
-
-@dataclass(frozen=True, slots=True)
-class Valuation:
-    """A price taken from another fill to value a fee or a crypto quote (shown when stale)."""
-
-    entry: Entry
-    asset: str
-    price: Decimal
-    price_ts_ms: int
-
-    @property
-    def age_ms(self) -> int:
-        return self.entry.fill.ts_ms - self.price_ts_ms
-
-
-@dataclass(slots=True)
-class Result:
-    settings: Settings
-    entries: list[Entry]  # effective fills (reversals applied) in processing order
-    disposals: list[Disposal] = field(default_factory=list)
-    lots: list[Lot] = field(default_factory=list)  # every lot ever opened, with what remains
-    valuations: list[Valuation] = field(default_factory=list)
-
-    def open_lots(self) -> list[Lot]:
-        return [lot for lot in self.lots if lot.remaining > 0]
-
-
-# --- time and holding periods -------------------------------------------------------------------
-
-def utc(ts_ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=ts_ms)
-
-
-def iso(ts_ms: int) -> str:
-    """ISO-8601 UTC to the second, e.g. 2024-02-01T00:00:00Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts_ms // 1000))
-
-
-def to_ms(dt: datetime) -> int:
-    """Exact epoch ms of an aware datetime (no float on the way)."""
-    return (dt - EPOCH) // timedelta(milliseconds=1)
-
-
-def ms_from_iso(text: str) -> int:
-    """Epoch ms of an ISO-8601 time; without an offset it is taken as UTC. ``ValueError`` if bad."""
-    dt = datetime.fromisoformat(text.strip())
-    return to_ms(dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc))
-
-
-def parse_period(text: str) -> tuple[int, str]:
-    m = _PERIOD.match(text or "")
-    if not m:
-        raise ValueError(f"long_term_after: expected a period like 1y, 18m or 400d, got {text!r}")
-    return int(m.group(1)), m.group(2)
-
-
-def add_period(d: date, period: str) -> date:
-    """Calendar arithmetic: months/years keep the day of month, clamped to the month's end."""
-    n, unit = parse_period(period)
-    if unit == "d":
-        return d + timedelta(days=n)
-    months = d.month - 1 + (n * 12 if unit == "y" else n)
-    year, month = d.year + months // 12, months % 12 + 1
-    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
-
+# --- holding periods ---------------------------------------------------------------------------
 
 def term(acquired_ms: int, sold_ms: int, settings: Settings) -> str:
     """"long" only if sold on a UTC date after acquired date + period; "none" has no long term."""
@@ -252,12 +82,6 @@ class _Terms:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-def describe(entry: Entry) -> str:
-    f = entry.fill
-    row = f"fill #{entry.id}" if entry.id is not None else "fill"
-    return f"{row} ({f.source} {f.symbol} {f.side} {f.quantity} @ {f.price}, trade {f.trade_id}, {iso(f.ts_ms)})"
-
 
 def _trade_key(trade_id: str) -> tuple:
     # Exchange trade ids are increasing integers: compare them as numbers ("9" before "10").

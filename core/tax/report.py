@@ -30,14 +30,16 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from core.tax.ledger import (CONTEXT, MONEY, Disposal, Entry, PriceIndex, Result, Settings, Valuation, bulk, compute,
-                             effective, iso, to_ms, utc)
+from core.tax.ledger import CONTEXT, MONEY, PriceIndex, bulk, compute, effective
+from core.tax.periods import iso, to_ms, utc
+from core.tax.records import Disposal, Entry, Result, Settings, Valuation
 from core.store.ledger_queries import ledger_rows
 from core.store.state import fill_from_row
+from core.timeframes import DAY_MS
 
 FORMATS = ("table", "csv", "8949", "koinly", "json")
 CENT = Decimal("0.01")
-STALE_PRICE_MS = 24 * 3600 * 1000
+STALE_PRICE_MS = DAY_MS
 KOINLY_COLUMNS = ("Date", "Sent Amount", "Sent Currency", "Received Amount", "Received Currency", "Fee Amount",
                   "Fee Currency", "Net Worth Amount", "Net Worth Currency", "Label", "Description", "TxHash")
 DISPOSAL_COLUMNS = ("sold", "acquired", "asset", "quantity", "proceeds", "cost", "gain", "term", "lot_id",
@@ -147,7 +149,7 @@ def stale_note(rep: Report) -> str | None:
         return None
     worst = max(rep.stale, key=lambda v: v.age_ms)
     return (f"note: {len(rep.stale)} valuation(s) used a price over a day older than the trade (oldest: "
-            f"{worst.asset} {worst.price} from {worst.age_ms / 86_400_000:.1f} days before fill "
+            f"{worst.asset} {worst.price} from {worst.age_ms / DAY_MS:.1f} days before fill "
             f"#{worst.entry.id} on {iso(worst.entry.fill.ts_ms)}); import trades of that asset near those times")
 
 

@@ -374,6 +374,8 @@ class LiveExecutor(Protection, Reconciliation, BaseExecutor):
 
         order, _ = await self.record(make, pos, detail="created; not sent yet")
         await self._send(order, pos)
+        if self.protecting and pos.status == "open" and pos.amount > 0 and order.status.is_final:
+            await self._place(pos)  # the exchange-side stop right after the fill, not at the next poll
         return None if pos.status == "closed" else pos
 
     async def close_position(self, pos: Position, reason: str, price: float) -> None:
@@ -383,7 +385,8 @@ class LiveExecutor(Protection, Reconciliation, BaseExecutor):
         px = to_decimal(price)
         if px > 0:
             self.prices[pos.symbol] = px
-        if not await self._before_exit(pos, reason, px):  # the exchange-side stop goes first
+        reason = await self._before_exit(pos, reason, px)  # the exchange-side stop goes first
+        if reason is None:
             return
         if pos.id not in self._open or pos.status != "open":
             return  # a resting leg filled meanwhile: that was the exit

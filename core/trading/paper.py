@@ -5,7 +5,10 @@ minus fees over the recorded fills, so a restart resumes exactly where the last 
 Market orders fill at the order book when one is available (walking the levels), else at the
 last price, then ``paper.slippage_pct`` against us and ``paper.fee_pct`` in the quote currency.
 Limit entries rest until the price trades *through* the limit, or are cancelled after
-``trading.entry_timeout_s``. Exits are market orders.
+``trading.entry_timeout_s``. Exits are market orders. The exchange-side stop-limit live mode rests
+(``trading.exchange_stops``) is modelled: a stop or trailing exit at a price already below its limit
+is the stop-limit the market gapped through; it sells at market and its reason says so
+(``core.trading.stop_fill``; replays model the candle in ``resting_exit``).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from core.models import BUY, SELL, Fill, Opportunity, Order, OrderBook, OrderSta
 from core.trading.portfolio import Portfolio, build, to_decimal
 from core.trading.risk import Approval
 from core.trading.rules import Refusal, at_step
+from core.trading.exits import STOP_LOSS, TRAILING_STOP
+from core.trading.stop_fill import missed, protective_levels
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +142,10 @@ class PaperExecutor(BaseExecutor):
         px = to_decimal(price)
         if px > 0:
             self.prices[pos.symbol] = px
+        if reason in (STOP_LOSS, TRAILING_STOP) and self.cfg.trading.exchange_stops != "off":
+            level, limit = protective_levels(pos, self.cfg.trading)  # the stop-limit live mode rests
+            if 0 < px < limit:  # the market went through its limit: unfilled on the exchange, sold at market
+                reason = missed(reason, level, limit)
         for o in [o for o in self._resting.values() if o.position_id == pos.id]:
             await self._cancel_resting(o, pos, f"entry cancelled: {reason}")
         if pos.id not in self._open:

@@ -1,9 +1,16 @@
 """Entry pricing: the reference price of an entry and the stop and target the risk gate uses.
 
 One rule for the gate and for `pitrader scan`, so what a scan shows is what the engine would
-enter with: the strategy's stop, but never wider than ``trading.stop_loss_pct``; the strategy's
-target if above the price, else ``trading.take_profit_pct`` above; both on the market's tick
-(stop rounded up, target down: rounding never widens the risk or promises more).
+enter with. Stop and target come from one risk unit R = price - stop:
+
+- the stop is the strategy's, but never wider than ``trading.stop_loss_pct`` below the price;
+- the target keeps the strategy's reward:risk: when the stop is clamped, the target is pulled in
+  by the same factor (a 2 ATR stop / 4 ATR target clamped to 3 % gives a 6 % target, still 2R),
+  so a clamp never turns a 2:1 plan into a 4:1 one that is rarely reached;
+- without a strategy target (none, or not a tick above the price), ``trading.take_profit_pct`` above;
+
+both on the market's tick (stop rounded up, target down: rounding never widens the risk or
+promises more).
 """
 from __future__ import annotations
 
@@ -39,11 +46,16 @@ def stop_and_target(ref: Decimal, strategy_stop: float, strategy_target: float, 
     """The stop and target an entry at ``ref`` gets (pure; NaN from a strategy means none given)."""
     floor = ref * (1 - Decimal(str(t.stop_loss_pct)))
     s = to_decimal(strategy_stop) if strategy_stop == strategy_stop else Decimal(0)
-    stop = max(s, floor) if 0 < s < ref else floor
-    stop = min(round_step(stop, tick, ROUND_UP), ref)
+    planned = s if 0 < s < ref else floor  # the strategy's risk unit (the widest stop if none given)
+    stop = max(planned, floor)
     tg = to_decimal(strategy_target) if strategy_target == strategy_target else Decimal(0)
-    target = tg if tg > ref else ref * (1 + Decimal(str(t.take_profit_pct)))
-    return stop, round_step(target, tick, ROUND_DOWN)
+    target = Decimal(0)
+    if tg > ref:  # the strategy's target keeps its reward:risk when the stop is pulled in
+        target = round_step(ref + (tg - ref) * (ref - stop) / (ref - planned), tick, ROUND_DOWN)
+    if not target > ref:  # none, or not a tick above the price
+        target = round_step(ref * (1 + Decimal(str(t.take_profit_pct))), tick, ROUND_DOWN)
+    stop = min(round_step(stop, tick, ROUND_UP), ref)
+    return stop, target
 
 
 def entry_bracket(opp: Opportunity, market: Market, t: TradingConfig,

@@ -46,6 +46,7 @@ from core.store.protections import ProtectionRow
 from core.trading.exits import STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, trail_pct, trailing_stop
 from core.trading.portfolio import to_decimal
 from core.trading.rules import Protective, Refusal, conform_protection
+from core.trading.stop_fill import MISSED, missed
 
 log = logging.getLogger("core.trading.live")
 
@@ -510,12 +511,13 @@ class Protection:
             await self._settle_row(row)
         return all(o.status.is_final for o in legs)
 
-    async def _before_exit(self, pos: Position, reason: str, px: Decimal) -> bool:
-        """Called by ``close_position`` before it sells: False while the exit must wait (a resting
-        leg may still fill, or its cancel did not go through)."""
+    async def _before_exit(self, pos: Position, reason: str, px: Decimal) -> str | None:
+        """Called by ``close_position`` before it sells: None while the exit must wait (a resting
+        leg may still fill, or its cancel did not go through), else the exit's reason (a stop-limit
+        the market gapped through says so, like paper mode and backtests: ``stop_fill.MISSED``)."""
         rows = self.resting(pos.id)
         if not rows:
-            return True
+            return reason
         grace = GRACE_INTERVALS * self.cfg.trading.monitor_interval_s
         cur = rows[-1]
         if reason == TAKE_PROFIT:
@@ -523,12 +525,17 @@ class Protection:
         else:
             at_level = reason in LEVEL_EXITS and px <= cur.stop
         if at_level:  # the exchange's own leg should fill: give it a few monitor intervals
-            first = self._through.setdefault(pos.id, time.monotonic())
-            if time.monotonic() - first < grace:
+            now = time.monotonic()
+            first = self._through.setdefault(pos.id, now)
+            if now - first > 4 * grace:  # an old crossing the price came back from: a new one starts now
+                first = self._through[pos.id] = now
+            if now - first < grace:
                 await self._sync_position(pos.id)  # has the leg filled meanwhile?
-                return False
+                return None
             leg = self._legs.get(cur.stop_id)
-            if reason != TAKE_PROFIT and (leg is None or leg.filled < cur.amount) and pos.id not in self._missed:
+            if reason != TAKE_PROFIT and (leg is None or leg.filled < cur.amount):
+                reason = missed(reason, cur.stop, cur.limit)
+            if reason.startswith(MISSED) and pos.id not in self._missed:
                 self._missed.add(pos.id)
                 self.stop_misses += 1
                 await self.store.set_state(MISSES_KEY, self.stop_misses)
@@ -541,4 +548,4 @@ class Protection:
             ok = await self._cancel_row(row, pos, f"exit: {reason}") and ok
         if ok:
             self._through.pop(pos.id, None)
-        return ok
+        return reason if ok else None

@@ -9,15 +9,22 @@ equity live in ``bot_state`` so a restart keeps them.
 A refusal is logged at INFO when it starts or changes, at DEBUG while it repeats (``refusals``).
 
 The drawdown halt also raises ``emergency`` (the engine then closes every position) and stays
-until ``risk.max_drawdown_pct`` is changed or it is resumed explicitly: ``pitrader status
---resume`` (works while the service runs: the request is picked up at the next cycle). Resuming
-restarts the drawdown count from the equity at that moment.
+until ``risk.max_drawdown_pct`` is changed, it is resumed explicitly (``pitrader status
+--resume``, picked up at the next cycle while the service runs), or the cooling-off
+``risk.drawdown_cooloff_hours`` has passed (0: explicit resume only). Resuming restarts the
+drawdown count from the equity at that moment, and until the equity is back at the peak before
+the halt every entry risks ``risk.drawdown_resume_size`` times ``risk.risk_per_trade_pct``: a
+live account is protected, and a backtest goes on trading at reduced size instead of idling.
+
+Sizing keeps every open stop-out within the loss the daily and drawdown limits still allow
+(``loss_budget``), so those limits are caps: only a gap through a stop (or gains given back by
+positions opened before the day or the peak) can take the account beyond them.
 """
 from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -78,6 +85,7 @@ class RiskGate:
         self.day: str | None = None
         self.day_start_equity: Decimal | None = None
         self.last_equity: Decimal | None = None
+        self.reduced_until: Decimal | None = None  # after a drawdown halt: reduced size until this equity
         self._dirty = False
         self._events: list[Event] = []  # halt/resume notifications, written with the next save
 
@@ -89,6 +97,7 @@ class RiskGate:
         self.day = st.get("day")
         self.day_start_equity = dec(st.get("day_start_equity"))
         self.last_equity = dec(st.get("last_equity"))
+        self.reduced_until = dec(st.get("reduced_until"))
         self._halts = {k: dict(v) for k, v in (st.get("halts") or {}).items()}
         self._cooldowns = {k: int(v) for k, v in (st.get("cooldowns") or {}).items()}
         # Exits are durable in the positions table even if the last state write was lost.
@@ -125,7 +134,8 @@ class RiskGate:
         """The persisted form (also what `pitrader status` reads)."""
         s = lambda d: None if d is None else str(d)  # noqa: E731
         return {"peak_equity": s(self.peak_equity), "day": self.day, "day_start_equity": s(self.day_start_equity),
-                "last_equity": s(self.last_equity), "halts": self._halts, "cooldowns": self._cooldowns}
+                "last_equity": s(self.last_equity), "halts": self._halts, "cooldowns": self._cooldowns,
+                "reduced_until": s(self.reduced_until)}
 
     def update_config(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -164,6 +174,14 @@ class RiskGate:
         await self._consume_resume_request()
         r = self.cfg.risk
         new: list[str] = []
+        h = self._halts.get(DRAWDOWN)
+        if h is not None and h.get("until_ms") and now_ms >= h["until_ms"]:
+            self.last_equity = equity
+            await self.resume(f"cooling-off of {r.drawdown_cooloff_hours:g} h (risk.drawdown_cooloff_hours) over")
+        if self.reduced_until is not None and equity >= self.reduced_until:
+            log.info("risk: equity %s back at the peak before the drawdown halt: full size again", fmt_dec(equity, 2))
+            self.reduced_until = None
+            self._dirty = True
         day = utc_day(now_ms)
         if day != self.day:
             self.day, self.day_start_equity = day, equity
@@ -188,11 +206,14 @@ class RiskGate:
         peak = self.peak_equity
         dd = (peak - equity) / peak if peak > 0 else Decimal(0)
         if DRAWDOWN not in self._halts and dd >= Decimal(str(r.max_drawdown_pct)):
+            cool_ms = int(r.drawdown_cooloff_hours * 3_600_000)
+            until = f"{r.drawdown_cooloff_hours:g} h have passed, " if cool_ms else ""
             reason = (f"equity {fmt_dec(equity, 2)} is {fmt_pct(dd)} below the peak {fmt_dec(peak, 2)} "
                       f"(limit {fmt_pct(r.max_drawdown_pct)}); positions closed, entries halted until "
-                      f"`pitrader status --resume` or a new risk.max_drawdown_pct")
-            self._halts[DRAWDOWN] = {"reason": reason, "since_ms": now_ms, "until_ms": None,
-                                     "limit": r.max_drawdown_pct}
+                      f"{until}`pitrader status --resume` or a new risk.max_drawdown_pct")
+            self._halts[DRAWDOWN] = {"reason": reason, "since_ms": now_ms,
+                                     "until_ms": now_ms + cool_ms if cool_ms else None,
+                                     "limit": r.max_drawdown_pct, "peak": str(peak)}
             new.append(f"{DRAWDOWN}: {reason}")
             self._event("halt", f"Halt (drawdown): {reason}", DRAWDOWN)
         if new:
@@ -201,14 +222,19 @@ class RiskGate:
             await self._save()
         return new
 
-    async def resume(self) -> None:
-        """Clear the drawdown halt; the drawdown is counted again from the current equity."""
-        if self._halts.pop(DRAWDOWN, None) is not None:
+    async def resume(self, why: str = "explicit resume") -> None:
+        """Clear the drawdown halt; the drawdown is counted again from the current equity, and entries
+        are sized down (``risk.drawdown_resume_size``) until the equity is back at the old peak."""
+        h = self._halts.pop(DRAWDOWN, None)
+        if h is not None:
+            old_peak = Decimal(str(h.get("peak") or self.peak_equity or 0))
             if self.last_equity is not None:
                 self.peak_equity = self.last_equity
-            log.warning("risk: drawdown halt cleared by explicit resume; peak equity reset to %s",
+            if self.cfg.risk.drawdown_resume_size < 1 and old_peak > 0:
+                self.reduced_until = old_peak
+            log.warning("risk: drawdown halt cleared (%s); peak equity reset to %s", why,
                         None if self.peak_equity is None else fmt_dec(self.peak_equity, 2))
-            self._event("resume", "Drawdown halt cleared by an explicit resume; the drawdown counts from "
+            self._event("resume", f"Drawdown halt cleared ({why}); the drawdown counts from "
                         f"{fmt_dec(self.peak_equity, 2) if self.peak_equity is not None else 'now'}.", DRAWDOWN)
         await self._save()
 
@@ -264,7 +290,11 @@ class RiskGate:
         bracket = entry_bracket(opp, market, self.cfg.trading, book)
         if not isinstance(bracket, Bracket):
             return self._reject(sym, *bracket)
-        size = size_entry(self.cfg, portfolio, market, bracket.price, bracket.stop)
+        cfg = self.cfg
+        if self.reduced_until is not None:  # after a drawdown halt: smaller bets until the old peak is back
+            cfg = replace(cfg, risk=replace(cfg.risk, risk_per_trade_pct=cfg.risk.risk_per_trade_pct
+                                            * cfg.risk.drawdown_resume_size))
+        size = size_entry(cfg, portfolio, market, bracket.price, bracket.stop, self.loss_budget(portfolio))
         if isinstance(size, tuple):
             return self._reject(sym, *size)
         amount, ref, stop = size.order.amount, bracket.price, bracket.stop
@@ -275,6 +305,16 @@ class RiskGate:
         reason = (f"size {fmt_dec(amount * ref, 2)} {market.quote} bound by {size.binding} "
                   f"(equity {fmt_dec(portfolio.equity, 2)}, stop {fmt_pct((ref - stop) / ref)} below)")
         return Approval(amount=amount, price=ref, stop=stop, target=bracket.target, reason=reason)
+
+    def loss_budget(self, portfolio: Portfolio) -> Decimal | None:
+        """The loss the day's and the drawdown's caps still allow from the current equity (None
+        before the first equity was fed); sizing keeps every open stop-out within it."""
+        r, equity = self.cfg.risk, portfolio.equity
+        if self.day_start_equity is None or self.peak_equity is None:
+            return None
+        day_floor = self.day_start_equity * (1 - Decimal(str(r.max_daily_loss_pct)))
+        dd_floor = self.peak_equity * (1 - Decimal(str(r.max_drawdown_pct)))
+        return equity - max(day_floor, dd_floor)
 
     def _policy(self, opp: Opportunity, market: Market, portfolio: Portfolio) -> Rejection | None:
         """Whether this pair may be entered now at all: side, halts, score, quote, slots, cooldown."""

@@ -22,9 +22,9 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from core.models import Position
+from core.timeframes import YEAR_MS
 
 ZERO = Decimal(0)
-YEAR_MS = 365 * 86_400_000
 
 
 @dataclass(frozen=True)

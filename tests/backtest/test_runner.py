@@ -56,8 +56,9 @@ def write_slice(dst: Path, pairs=PAIRS, end_ms=SLICE_END, transform=None) -> Pat
 
 def cfg_for_tests() -> Config:
     """Defaults, with halts loose enough that the strategies keep trading through the slice."""
-    cfg = Config()
-    return replace(cfg, risk=replace(cfg.risk, max_drawdown_pct=0.5, max_daily_loss_pct=0.2))
+    cfg = Config()  # every shipped strategy (the default enables one), so the slice has plenty to trade
+    return replace(cfg, risk=replace(cfg.risk, max_drawdown_pct=0.5, max_daily_loss_pct=0.2),
+                   strategies=replace(cfg.strategies, enabled=["trend_following", "mean_reversion", "momentum"]))
 
 
 def db_rows(path: Path, before_ms: int | None = None) -> dict[str, list]:
@@ -227,6 +228,7 @@ def test_deterministic_json_and_schema(data, tmp_path):
     cfg = tmp_path / "config.json"
     doc = json.loads((ROOT / "config.json").read_text())
     doc["risk"].update(max_drawdown_pct=0.5, max_daily_loss_pct=0.2)
+    doc["strategies"]["enabled"] = ["trend_following", "mean_reversion", "momentum"]
     cfg.write_text(json.dumps(doc))
     cmd = [sys.executable, "-m", "core", "--config", str(cfg), "backtest", "--data", str(data), "--json",
            "--from", "2021-01-01", "--verify", "0"]

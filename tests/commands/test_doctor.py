@@ -52,7 +52,7 @@ def test_healthy_setup_with_keys(doctor):
     assert code == 0, out
     assert rows(out) == {"state directory": "ok", "numba cache": "ok", "config": "ok", "connectivity": "ok",
                          "server time": "ok", "markets": "ok", "universe": "ok", "order types": "ok", "API keys": "ok",
-                         "rate limit": "ok"}
+                         "rate limit": "ok", "notifications": "skip"}
     assert "1234.5 USDT free" in out and "126 spot markets" in out and "ready" in out
     assert "accept STOP_LOSS_LIMIT, OCO (ocoAllowed, LIMIT_MAKER)" in out
     assert SECRET not in out + err and KEY not in out + err
@@ -124,3 +124,28 @@ def test_unusable_state_dir_and_numba_cache_are_not_ready(doctor, tmp_path, monk
     r = rows(out)
     assert code == 1 and r["state directory"] == "fail" and r["numba cache"] == "fail"
     assert str(blocker / "state") in out and "not ready" in out
+
+
+def test_pairs_that_cannot_carry_an_exchange_stop_are_a_warning(config_file, tmp_path, capsys, monkeypatch):
+    import gzip
+
+    from tests.support.emulator import DEFAULT_EXCHANGE_INFO
+
+    monkeypatch.setenv("COLUMNS", "250")
+    with gzip.open(DEFAULT_EXCHANGE_INFO, "rt") as fh:
+        info = json.load(fh)
+    for s in info["symbols"]:
+        s["ocoAllowed"] = False
+        if s["symbol"] == "BTCUSDT":
+            s["orderTypes"] = [t for t in s["orderTypes"] if t != "STOP_LOSS_LIMIT"]
+    path = tmp_path / "info.json"
+    path.write_text(json.dumps(info))
+    with running_emulator(exchange_info=path) as emu:
+        cfg = config_file({"exchange": {"api_url": emu.url, "timeout_s": 1}})
+        env = tmp_path / "pitrader.env"
+        env.write_text("")
+        code = main(["--config", str(cfg), "--env-file", str(env), "--state-dir", str(tmp_path / "s"), "doctor"])
+    out = capsys.readouterr().out
+    assert code == 0 and rows(out)["order types"] == "warn"
+    assert "no STOP_LOSS_LIMIT (only pitrader's monitor protects them): BTC/USDT" in " ".join(out.split())
+    assert "no OCO (a stop-limit alone)" in out

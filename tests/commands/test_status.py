@@ -117,3 +117,20 @@ def test_status_on_a_corrupt_database_is_one_line_and_exit_74(tmp_path, config_f
         lines = out.err.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in out.err, out.err
         assert "malformed" in lines[0] or "not a database" in lines[0], lines
+
+
+def test_status_on_a_newer_schema_is_one_line_and_exit_74(tmp_path, config_file, capsys):
+    """A database a newer pitrader wrote (a renamed table here) is named as such, not a traceback."""
+    import sqlite3
+
+    state = tmp_path / "state"
+    build_state(state, T)
+    conn = sqlite3.connect(db_path(state, "paper"))
+    conn.execute("PRAGMA user_version=99")
+    conn.execute("ALTER TABLE positions RENAME TO positions_v99")
+    conn.commit()
+    conn.close()
+    code = main(["--config", str(config_file()), "--state-dir", str(state), "status"])
+    out = capsys.readouterr()
+    assert code == 74 and "Traceback" not in out.err
+    assert len(out.err.strip().splitlines()) == 1 and "newer" in out.err

@@ -19,7 +19,8 @@ from core.store import state as store
 from core.cli import main
 from core.config import load_config
 from core.tax.importer import CsvError, import_file
-from core.tax.ledger import METHODS, compute
+from core.tax.ledger import compute
+from core.tax.records import METHODS
 from core.tax.report import (DISPOSAL_COLUMNS, KOINLY_COLUMNS, build, load_entries, render_json, render_text,
                              settings_from_config)
 

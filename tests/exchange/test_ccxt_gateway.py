@@ -30,6 +30,7 @@ from core.exchange.ratelimit import Backoff, RequestGuard, WeightBudget
 from core.trading.rules import Refusal, ValidOrder, conform_order, round_step
 from core.scan.universe import Universe, select_universe
 from tests.support.emulator import DEFAULT_EXCHANGE_INFO, running_emulator
+from tests.support.emulator.client import EmulatorClock
 from tests.support.ohlcv import closed_before
 
 H = 3_600_000
@@ -39,19 +40,6 @@ PAIRS = ["BTC/USDT", "ETH/USDT", "UNI/USDT", "ADA/USDT", "XRP/USDT", "DOGE/USDT"
          "LTC/USDT", "SOL/USDT", "MATIC/USDT", "AAVE/USDT", "ATOM/USDT", "FIL/USDT", "TRX/USDT", "EOS/USDT"]
 BAD = {"ADA/USDT", "LTC/USDT", "EOS/USDT"}
 BUDGET = 3000  # 50 % of the emulator's 6000
-
-
-class EmuClock:
-    """Our clock follows the emulator's market time (its candles are from 2021)."""
-
-    def __init__(self, emu):
-        self.emu = emu
-
-    def now_ms(self) -> int:
-        return self.emu.now_ms
-
-    async def sleep(self, s: float) -> None:
-        await asyncio.sleep(s)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +62,7 @@ def healthy(request):
 
 def gateway(emu, secrets=KEYS, **exchange) -> CcxtGateway:
     cfg = config_from_dict({"exchange": {"api_url": emu.url, "timeout_s": 1, **exchange}})
-    return CcxtGateway(cfg, secrets, EmuClock(emu))
+    return CcxtGateway(cfg, secrets, EmulatorClock(emu))
 
 
 def run(emu, fn, secrets=KEYS, **exchange):
@@ -172,7 +160,7 @@ def test_universe_from_one_tickers_request(emu):
 
     async def go(gw):
         cfg = config_from_dict({"exchange": {"api_url": emu.url}})
-        uni = Universe(gw, cfg, EmuClock(emu))
+        uni = Universe(gw, cfg, EmulatorClock(emu))
         first = await uni.symbols()
         second = await uni.symbols()
         return first, second, await gw.load_markets(), uni.last_tickers
@@ -192,7 +180,7 @@ def test_backfill_then_incremental_on_the_wire(emu):
         urls = spy_urls(gw)
         cfg = config_from_dict({"exchange": {"api_url": emu.url}})
         store = CandleStore(["1h", "4h"], 60)
-        md = MarketData(gw, store, cfg, EmuClock(emu))
+        md = MarketData(gw, store, cfg, EmulatorClock(emu))
         assert await md.refresh(PAIRS) == {}
         first = [u for u in urls if "/klines" in u]
         t1 = emu.now_ms
@@ -372,7 +360,7 @@ def cycle(emu, secrets=Secrets(), then=None, **exchange):
         if then:
             then()
         store = CandleStore(["1h", "4h"], 60)
-        md = MarketData(gw, store, config_from_dict({}), EmuClock(emu))
+        md = MarketData(gw, store, config_from_dict({}), EmulatorClock(emu))
         mark = len(emu.requests)
         t0 = time.perf_counter()
         skipped = await md.refresh(PAIRS)
@@ -439,7 +427,7 @@ def test_random_faults_everywhere_are_absorbed_by_retries(emu):
         f = emu.faults
         f.error_5xx_rate, f.reset_rate, f.malformed_rate, f.timeout_rate, f.hang_s = 0.14, 0.05, 0.09, 0.02, 3
         store = CandleStore(["1h", "4h"], 60)
-        md = MarketData(gw, store, config_from_dict({}), EmuClock(emu))
+        md = MarketData(gw, store, config_from_dict({}), EmulatorClock(emu))
         mark = len(emu.requests)
         first = await md.refresh(PAIRS)
         emu.advance(H)
@@ -529,10 +517,10 @@ def test_budget_counts_other_clients_and_waits_for_the_next_minute():
             cfg = config_from_dict({"exchange": {"api_url": emu.url, "timeout_s": 2}})
             budget = WeightBudget(6000, 0.5, wall=wall)
             guard = RequestGuard(budget, concurrency=8, timeout_s=4, backoff=Backoff())
-            gw = CcxtGateway(cfg, Secrets(), EmuClock(emu), guard=guard)
+            gw = CcxtGateway(cfg, Secrets(), EmulatorClock(emu), guard=guard)
             try:
                 store = CandleStore(["1h", "4h"], 60)
-                md = MarketData(gw, store, cfg, EmuClock(emu))
+                md = MarketData(gw, store, cfg, EmulatorClock(emu))
                 t0 = time.perf_counter()
                 skipped = await md.refresh(PAIRS)
                 return skipped, budget, time.perf_counter() - t0

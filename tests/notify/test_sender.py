@@ -216,3 +216,48 @@ def test_a_bad_token_is_said_once_and_never_shown(tmp_path, telegram, caplog):
     errors = [r for r in caplog.records if "refuses our messages" in r.getMessage()]
     assert len(errors) == 1 and "check its token" in errors[0].getMessage()
     assert all(wrong not in r.getMessage() and "WRONG" not in r.getMessage() for r in caplog.records)
+
+
+def _outbox_ids(db) -> list[int]:
+    import sqlite3
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT id FROM outbox ORDER BY id")]
+
+
+def test_delivered_events_older_than_keep_days_are_pruned(tmp_path, hook):
+    """Months of service must not grow the outbox: what every channel delivered goes after keep_days;
+    what is still pending stays however old it is."""
+    db = tmp_path / "paper.db"
+    old, now = 1_700_000_000_000, 1_700_000_000_000 + 31 * 86_400_000
+
+    async def main():
+        s = await _sender(db, [WebhookChannel(hook.url)], max_per_minute=100, keep_days=30, wall_ms=lambda: now)
+        await _add(db, [ev("entry_fill", f"BUY {i}", ts_ms=old, key=str(i)) for i in range(3)]
+                   + [ev("exit_fill", "SELL recent", ts_ms=now, key="r")])
+        await s.deliver_once()
+        await _add(db, [ev("problem", "old but not yet delivered", ts_ms=old, key="p")])
+        pruned = await s.prune()
+        await s.close()
+        return pruned
+
+    assert run(main()) == 3
+    remaining = _outbox_ids(db)
+    assert len(remaining) == 2, "the recent delivered event and the undelivered old one stay"
+    assert len(hook.bodies()) == 4
+
+
+def test_a_digest_of_several_kinds_says_digest(tmp_path, hook):
+    db = tmp_path / "paper.db"
+
+    async def main():
+        s = await _sender(db, [WebhookChannel(hook.url)], max_per_minute=2)
+        await _add(db, [ev("entry_fill", "BUY A", key="a"), ev("exit_fill", "SELL B", key="b"),
+                        ev("problem", "broken", key="c")])
+        await s.deliver_once()
+        await s.close()
+
+    run(main())
+    bodies = hook.bodies()
+    assert [b["kind"] for b in bodies] == ["entry_fill", "digest"]
+    assert bodies[1]["count"] == 2 and bodies[1]["level"] == "error"
+    assert bodies[1]["data"] == {"kinds": {"exit_fill": 1, "problem": 1}}

@@ -124,3 +124,40 @@ def test_a_confirmed_close_runs_once_and_the_offset_survives_a_restart(telegram)
     assert telegram.texts("42")[-1] == "closed BTC/USDT"
     _drive(telegram, remote, [], offset_store=offsets, settle=1.0)  # a restart: nothing runs again
     assert remote.calls == [("close", "BTC/USDT", "telegram chat 42")]
+
+
+def test_a_malformed_update_or_a_failing_offset_save_does_not_end_the_remote(telegram):
+    saved: dict = {}
+    fails = {"n": 1}
+
+    async def main():
+        async def load():
+            return 0
+
+        async def save(v):
+            if fails["n"]:
+                fails["n"] -= 1
+                raise OSError("disk I/O error")  # the state database had a bad moment
+            saved["offset"] = v
+
+        bot = TelegramBot(TOKEN, ("42",), FakeRemote(), api_url=telegram.url, load_offset=load, save_offset=save,
+                          poll_timeout_s=1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(bot.run(stop))
+        with telegram.lock:  # "from" is not an object: a hostile or broken update
+            telegram.updates.append({"update_id": telegram._next_update,
+                                     "message": {"chat": {"id": 99}, "from": "x", "text": "/status"}})
+            telegram._next_update += 1
+        telegram.say(42, "/help")  # its offset save fails
+        telegram.say(42, "/status")
+        deadline = time.monotonic() + 5
+        while not any("equity" in t for t in telegram.texts(42)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        return task
+
+    task = asyncio.run(main())
+    assert task.exception() is None
+    assert any("equity" in t for t in telegram.texts(42)), "the remote still answers"
+    assert saved["offset"] >= 3

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from core.cli import main
-from core.research.walkforward import DAY_MS, WindowError, curve_stats, plan_windows, stitch
+from core.research.walkforward import WindowError, curve_stats, plan_windows, stitch
+from core.timeframes import DAY_MS
 from tests.research.conftest import SPACE
 
 H = 3_600_000

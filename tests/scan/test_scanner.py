@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from core.scan.candles import CandleStore, CandleView
 from core.config import config_from_dict
-from core.scan.scanner import CONFIRM_EMA, HALF_AGREEMENT, Scanner
+from core.scan.scanner import CONFIRM_EMA, HALF_AGREEMENT, RS_HIGH, RS_LOW, Scanner, market_state
 from strategies import registry
 from tests.support.ohlcv import HOUR, candles, closed_before, scan_input, series, store_at
 
@@ -18,8 +18,9 @@ T = 1615500000000  # 2021-03-11 22:00 UTC, an active market (plenty of signals, 
 
 def scanner(**scanner_cfg) -> Scanner:
     weights = scanner_cfg.pop("weights", {})
-    enabled = scanner_cfg.pop("enabled", None)
-    strat = {"weights": weights} | ({"enabled": enabled} if enabled else {})
+    # every shipped strategy unless told (the default config enables mean reversion alone)
+    enabled = scanner_cfg.pop("enabled", None) or ["trend_following", "mean_reversion", "momentum"]
+    strat = {"weights": weights, "enabled": enabled}
     return Scanner(config_from_dict({"scanner": scanner_cfg, "strategies": strat}))
 
 
@@ -119,13 +120,18 @@ def test_ranking_and_min_score():
 
 def test_weights_scale_scores_and_zero_disables():
     store = store_at(T)
-    raw = registry.build(config_from_dict({}).strategies)[0].evaluate(scan_input(store)).score  # trend_following
+    raw = registry.build(config_from_dict({"strategies": {"enabled": ["trend_following"]}}).strategies)[0].evaluate(
+        scan_input(store)).score
     half = scanner(min_opportunity_score=0.0, confirm_timeframe=None, enabled=["trend_following"],
                    weights={"trend_following": 0.5}).scan(store, T)
     assert half.opportunities
     row = {s: i for i, s in enumerate(store.symbols)}
-    for o in half.opportunities:
-        assert o.score == round(0.5 * raw[row[o.symbol]], 1)
+    sv = store.view("1h")
+    market = market_state(sv.symbols, sv.close, np.array([s not in half.skipped for s in sv.symbols]))
+    assert market.risk_on.all()  # mid-January 2021: the scores are the strategy's own
+    for o in half.opportunities:  # weight, then the relative-strength factor of the ranking
+        i = row[o.symbol]
+        assert o.score == round(min(0.5 * raw[i] * (RS_LOW + (RS_HIGH - RS_LOW) * market.strength[i]), 100.0), 1)
     off = scanner(min_opportunity_score=0.0, weights={"trend_following": 0}).scan(store, T)
     assert off.opportunities and all(o.strategy != "trend_following" for o in off.opportunities)
 

@@ -160,7 +160,7 @@ def test_a_missing_database_starts_empty_and_a_healthy_one_opens(tmp_path):
 def test_cli_exits_with_the_state_code_and_one_line(tmp_path, capsys):
     """`pitrader` maps the refusal to EX_STATE (74), which the unit lists in RestartPreventExitStatus=."""
     from core.cli import main
-    from core.store.errors import EX_STATE
+    from core.exitcodes import EX_STATE
 
     state = tmp_path / "state"
     state.mkdir()

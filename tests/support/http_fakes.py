@@ -225,3 +225,17 @@ class WebhookReceiver(ThreadedServer):
     def bodies(self) -> list[Any]:
         with self.lock:
             return [r.json() for r in self.received]
+
+
+def main() -> None:
+    """``python -m tests.support.http_fakes``: serve both fakes (for benchmarks that must not count
+    their memory), print ``TELEGRAM_URL WEBHOOK_URL`` and run until standard input closes."""
+    import sys
+
+    with FakeTelegram() as tg, WebhookReceiver() as hook:
+        print(tg.url, hook.url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

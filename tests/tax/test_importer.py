@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.store import state as store
-from core.tax.ledger import compute, ms_from_iso
+from core.tax.ledger import compute
+from core.tax.periods import ms_from_iso
 from core.models import Fill
 from core.tax.importer import CsvError, ReversalError, add_reversal, import_file, parse_file
 from core.tax.report import load_entries
@@ -366,7 +367,7 @@ def test_hostile_binance_amounts_and_header(db, tmp_path):
 def test_a_fill_out_of_bounds_already_in_the_ledger_is_named_not_a_crash(db, tmp_path):
     """Rows an older pitrader accepted (price 1e308, a 5,000-digit number): the report names the
     fill (exit 65 in the CLI), where it used to raise decimal.InvalidOperation (exit 70)."""
-    from core.tax.ledger import InvalidFillError, Settings
+    from core.tax.records import InvalidFillError, Settings
     from core.tax.report import build, render_text
 
     import_file(db, write(tmp_path, HEADER + GOOD))

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.tax.ledger import (Entry, InvalidFillError, MissingPriceError, OversellError, Settings, add_period, compute,
-                         term, to_ms)
+from core.tax.ledger import compute, term
+from core.tax.periods import add_period, to_ms
+from core.tax.records import Entry, InvalidFillError, MissingPriceError, OversellError, Settings
 from core.models import Fill
 
 DAY = 86_400_000
@@ -253,6 +254,15 @@ def test_same_timestamp_ordered_by_numeric_trade_id():
 
 # --- properties ---------------------------------------------------------------------------------
 
+def utc_date(ts_ms: int) -> date:
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).date()
+
+
+def one_year_later(d: date) -> date:
+    """The 1y anniversary computed without the ledger (its own ``add_period`` would be no oracle)."""
+    return date(d.year + 1, 2, 28) if (d.month, d.day) == (2, 29) else d.replace(year=d.year + 1)
+
+
 @st.composite
 def fill_sequences(draw):
     """Valid histories: BTC/ETH trades with fees in quote, base or BNB; never selling more than held.
@@ -266,8 +276,12 @@ def fill_sequences(draw):
     held = {"BTC": D(0), "ETH": D(0)}
     expected_proceeds = D(0)
     fees_in_kind = {"BTC": D(0), "ETH": D(0), "BNB": D(0)}
+    bought: list[int] = []
     for i in range(draw(st.integers(1, 40))):
         t += draw(st.integers(1, 400)) * DAY // 4
+        if bought and draw(st.integers(0, 3)) == 0:  # now and then trade on a lot's anniversary or just after
+            day = one_year_later(utc_date(draw(st.sampled_from(bought))))
+            t = max(t, ms(day.isoformat()) + draw(st.integers(0, 7)) * DAY // 4)
         when = datetime.fromtimestamp(t / 1000, timezone.utc).isoformat()
         if draw(st.integers(0, 9)) == 0:  # the BNB price moves now and then
             bnb_price = D(draw(st.integers(10000, 90000))) / 100
@@ -297,8 +311,28 @@ def fill_sequences(draw):
             if fee_kind == "base":
                 fees_in_kind[asset] += fee
             out.append(entry(when, f"{asset}/USDT", "buy", qty, price, fee, fee_asset, tid=f"t{i}"))
+            bought.append(t)
     # BNB fee disposals bring proceeds too: their value at the BNB price of their time
     return out, expected_proceeds, fees_in_kind
+
+
+@pytest.mark.parametrize("acquired, last_short, first_long", [
+    ("2020-02-29T23:59:59", "2021-02-28T23:59:59", "2021-03-01T00:00:00"),  # leap day -> Feb 28
+    ("2020-02-28T00:00:00", "2021-02-28T23:59:59", "2021-03-01T00:00:00"),
+    ("2021-02-28T12:00:00", "2022-02-28T23:59:59", "2022-03-01T00:00:00"),
+    ("2023-02-28T12:00:00", "2024-02-28T23:59:59", "2024-02-29T00:00:00"),  # into a leap year
+    ("2020-01-31T00:00:00", "2021-01-31T23:59:59", "2021-02-01T00:00:00"),  # month ends
+    ("2020-04-30T23:00:00", "2021-04-30T23:59:59", "2021-05-01T00:00:00"),
+    ("2020-12-31T23:59:59", "2021-12-31T23:59:59", "2022-01-01T00:00:00"),  # year end
+    ("2021-03-28T01:30:00", "2022-03-28T23:59:59", "2022-03-29T00:00:00"),  # EU DST night: UTC has none
+    ("2021-10-31T02:30:00", "2022-10-31T23:59:59", "2022-11-01T00:00:00"),
+])
+def test_one_year_boundaries_by_hand(acquired, last_short, first_long):
+    """Hand-written boundaries: the property below and ``one_year_later`` lean on these dates."""
+    s = Settings()
+    assert term(ms(acquired), ms(last_short), s) == "short"
+    assert term(ms(acquired), ms(first_long), s) == "long"
+    assert one_year_later(utc_date(ms(acquired))) == utc_date(ms(last_short))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -324,9 +358,7 @@ def test_ledger_properties(seq, method, rnd):
     # every piece is a real piece, and long-term really is after the anniversary
     for d in res.disposals:
         assert d.quantity > 0 and d.sold_ms >= d.acquired_ms
-        assert (d.term == "long") == (datetime.fromtimestamp(d.sold_ms / 1000, timezone.utc).date() >
-                                      add_period(datetime.fromtimestamp(d.acquired_ms / 1000, timezone.utc).date(),
-                                                 "1y"))
+        assert (d.term == "long") == (utc_date(d.sold_ms) > one_year_later(utc_date(d.acquired_ms)))
     # the same fills in any order (and with other row ids) give identical rows
     shuffled = fills[:]
     rnd.shuffle(shuffled)
@@ -355,7 +387,8 @@ def any_fills(draw):
 def test_check_finds_what_compute_stops_at(entries, method):
     """The import's quick replay and the report agree: ``check`` is empty exactly when ``compute``
     succeeds, and its first problem is the one ``compute`` raises (no decimal.InvalidOperation)."""
-    from core.tax.ledger import LedgerError, check
+    from core.tax.ledger import check
+    from core.tax.records import LedgerError
 
     problems = check(entries, Settings(method=method))
     try:

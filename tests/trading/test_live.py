@@ -346,8 +346,9 @@ def test_restart_finds_fills_made_while_down_and_flags_strangers(tmp_path, caplo
         assert "was not made by this pitrader" in text  # the manual ETH buy
         assert "by-hand-2" in text and "not placed by this pitrader" in text  # the foreign open order
         assert "no pitrader position accounts for" in text  # 0.005 BTC free, not ours
-        # ETH beyond the position: the exact amounts, and the wording for a base pitrader also holds
-        assert "the account holds 0.2498 ETH, more than pitrader's positions (0.1998)" in text
+        # ETH beyond the position: 0.1998 ours + the manual 0.05 less its 0.1 % fee in ETH, and the wording for
+        # a base pitrader also holds
+        assert "the account holds 0.24975 ETH, more than pitrader's positions (0.1998): the extra 0.04995 " in text
 
 
 def test_position_whose_balance_vanished_is_closed_and_flagged(tmp_path, caplog):

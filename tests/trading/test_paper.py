@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from pathlib import Path
 
 from core.clock import VirtualClock
 from core.models import OrderStatus
@@ -17,7 +16,8 @@ D = Decimal
 T = 1_619_827_200_000  # 2021-05-01 00:00 UTC, inside the sample
 
 
-def setup(tmp_path: Path, cfg, start=T):
+def replay(start: int = T) -> tuple[VirtualClock, ReplayGateway]:
+    """A clock and the recorded market it drives; each test builds its own config and store."""
     clock = VirtualClock(start)
     gw = ReplayGateway(SAMPLE, clock, symbols=["BTC/USDT", "ETH/USDT", "ADA/USDT"])
     return clock, gw
@@ -29,7 +29,7 @@ async def last_prices(gw) -> dict[str, float]:
 
 def test_market_entry_exit_cash_and_restart(tmp_path):
     cfg = make_cfg(paper={"starting_balance": D("1000"), "fee_pct": D("0.001"), "slippage_pct": D("0.0005")})
-    clock, gw = setup(tmp_path, cfg)
+    clock, gw = replay()
 
     async def first():
         async with Store.open(tmp_path / "paper.db") as store:
@@ -78,7 +78,7 @@ def test_market_entry_exit_cash_and_restart(tmp_path):
 
 def test_fills_walk_the_book_when_given(tmp_path):
     cfg = make_cfg(paper={"starting_balance": D("1000000"), "slippage_pct": D("0")})
-    clock, gw = setup(tmp_path, cfg)
+    clock, gw = replay()
 
     async def main():
         async with Store.open(tmp_path / "paper.db") as store:
@@ -96,7 +96,7 @@ def test_fills_walk_the_book_when_given(tmp_path):
 
 def test_limit_entry_fills_only_when_price_trades_through(tmp_path):
     cfg = make_cfg(trading={"order_type": "limit", "entry_timeout_s": 600}, paper={"starting_balance": D("1000")})
-    clock, gw = setup(tmp_path, cfg)
+    clock, gw = replay()
 
     async def main():
         async with Store.open(tmp_path / "paper.db") as store:
@@ -132,7 +132,7 @@ def test_limit_entry_fills_only_when_price_trades_through(tmp_path):
 
 def test_resting_order_survives_restart_and_insufficient_cash_is_refused(tmp_path):
     cfg = make_cfg(trading={"order_type": "limit"}, paper={"starting_balance": D("100")})
-    clock, gw = setup(tmp_path, cfg)
+    clock, gw = replay()
 
     async def first():
         async with Store.open(tmp_path / "paper.db") as store:
@@ -181,7 +181,7 @@ def test_a_failed_commit_during_an_exit_leaves_memory_as_the_store_has_it(tmp_pa
     import pytest
 
     cfg = make_cfg(paper={"starting_balance": D("1000"), "fee_pct": D("0.001"), "slippage_pct": D("0")})
-    clock, gw = setup(tmp_path, cfg)
+    clock, gw = replay()
 
     async def main():
         async with Store.open(tmp_path / "paper.db") as store:

@@ -87,18 +87,18 @@ async def store_fills(store):
     return sorted((f.trade_id, f.side, f.quantity) for f in await store.fills())
 
 
-def test_an_oco_rests_within_one_poll_after_the_entry_fill(tmp_path):
+def test_an_oco_rests_right_after_the_entry_fill(tmp_path):
     with market(tmp_path, [(100, 100.5, 99.5, 100)]) as emu:
         async def main():
             async with session(emu, tmp_path / "live.db", cfg_for(emu.url)) as (ex, store):
                 pos = await buy(ex)
-                before = resting(emu)
-                await ex.poll()  # one monitor interval
+                before = resting(emu)  # placed right after the fill, before the next monitor check
+                await ex.poll()
                 rows = await pdb.live(store.db)
                 return pos, before, resting(emu), rows, ex.resting(pos.id)
 
         pos, before, after, rows, mine = asyncio.run(main())
-    assert before == [] and pos.amount == D("0.999")  # 0.1 % fee taken in ETH
+    assert before == after and pos.amount == D("0.999")  # 0.1 % fee taken in ETH
     tag = after[0][0].split("-")[0]
     assert after == [(f"{tag}-1-s1", "STOP_LOSS_LIMIT", "NEW", 0), (f"{tag}-1-t1", "LIMIT_MAKER", "NEW", 0)]
     (row,) = rows
@@ -178,7 +178,8 @@ def test_a_gap_through_the_stop_limit_is_sold_by_the_emergency_path(tmp_path, ca
         with caplog.at_level(logging.WARNING, logger="core.trading.live"):
             pos, stuck, misses, stored = asyncio.run(main())
     assert [s for _, t, s, _ in stuck if t == "STOP_LOSS_LIMIT"] == ["NEW"]  # triggered, unfilled
-    assert pos.status == "closed" and pos.exit_reason == "stop_loss"
+    assert pos.status == "closed"
+    assert pos.exit_reason == "stop_limit_missed: stop_loss at 97, limit 96.51; sold at market"
     assert pos.exit_price < D("91") and pos.pnl < D("-8")  # the loss of the gap is reported
     assert misses == stored == 1
     assert any("did not fill" in r.getMessage() for r in caplog.records)
@@ -188,9 +189,9 @@ def test_a_stop_the_market_is_already_through_sells_at_market_at_once(tmp_path, 
     with market(tmp_path, [(100, 100.5, 99.5, 100), (100, 100.1, 95, 95.5)]) as emu:
         async def main():
             async with session(emu, tmp_path / "live.db", cfg_for(emu.url)) as (ex, store):
-                pos = await buy(ex)
                 emu.set_time(START + 2 * H)  # the market is at ~95.5; our mark still says 100
-                await ex.poll()
+                assert await buy(ex) is None  # bought, then sold at once: no open position comes back
+                (pos,) = await store.positions()
                 return pos, [o.client_id[-2:] + ":" + o.status.value for o in await store.orders_of(pos.id)]
 
         with caplog.at_level(logging.WARNING, logger="core.trading.live"):
@@ -306,3 +307,90 @@ def test_store_counts_are_read_only_safe(tmp_path):
     conn = connect_sync(tmp_path / "x.db")
     assert pdb.resting_sync(conn) == {} and pdb.count_sync(conn, "active") == 0
     assert BUY == "buy"
+
+
+# --- the paper / backtest model of a resting stop-limit --------------------------------------------
+@pytest.mark.parametrize("candle, outcome", [
+    ((100, 101, 99, 100.5), (False, None)),  # never reaches the stop
+    ((100, 100.5, 96, 96.5), (True, D(97))),  # falls through the stop: fills at it
+    ((96.8, 98, 96, 97.5), (True, D("96.8"))),  # opens between stop and limit: sells at the open
+    ((90, 97, 89, 96), (True, D("96.51"))),  # gaps through the limit, comes back up to it: fills at the limit
+    ((90, 90.5, 89, 90), (True, None)),  # gaps through the limit and stays below: missed
+])
+def test_a_resting_stop_limit_over_one_candle(candle, outcome):
+    from core.trading.stop_fill import stop_limit_outcome
+    r = stop_limit_outcome(tuple(D(str(x)) for x in candle), D(97), D("96.51"))
+    assert (r.triggered, r.price) == outcome and r.missed == (outcome == (True, None))
+
+
+@settings(max_examples=300, deadline=None)
+@given(o=st.decimals("50", "150", places=2), a=st.decimals("50", "150", places=2),
+       b=st.decimals("50", "150", places=2), c=st.decimals("50", "150", places=2))
+def test_a_stop_limit_never_fills_below_its_limit_nor_outside_the_candle(o, a, b, c):
+    from core.trading.stop_fill import stop_limit_outcome
+    h, low = max(o, a, b, c), min(o, a, b, c)
+    r = stop_limit_outcome((o, h, low, c), D(97), D("96.51"))
+    assert r.triggered == (low <= 97)
+    if r.price is not None:
+        assert D("96.51") <= r.price <= max(o, D(97)) and low <= r.price <= h
+
+
+def _pos(stop="97", target="106", trail="0", highest="100"):
+    from core.models import Position
+    return Position(symbol=ETH, strategy="t", amount=D(1), entry_price=D(100), stop=D(stop), target=D(target),
+                    opened_ms=0, trail_pct=D(trail), highest=D(highest))
+
+
+@pytest.mark.parametrize("mode, candle, expect", [
+    ("oco", (100, 100.5, 96, 96.5), ("stop_loss", D(97))),
+    ("oco", (90, 97, 89, 96), ("stop_loss", D("96.515"))),  # back up to the (unrounded) limit: filled there
+    ("oco", (90, 90.5, 89, 90), ("stop_limit_missed: stop_loss at 97, limit 96.515; sold at market", D(90))),
+    ("oco", (107, 108, 106.5, 107.5), ("take_profit", D(106))),  # a resting maker sell fills at its price
+    ("stop", (107, 108, 106.5, 107.5), ("take_profit", D(107))),  # the monitor's market sell: at the open
+    ("off", (90, 90.5, 89, 90), ("stop_loss", D(90))),  # as before exchange-side stops
+])
+def test_replays_exit_as_the_resting_exchange_orders_would(mode, candle, expect):
+    from core.trading.exits import candle_exit
+    from core.trading.stop_fill import resting_exit
+    cfg = make_cfg("paper", trading={"exchange_stops": mode}).trading
+    pos = _pos()
+    c = tuple(D(str(x)) for x in candle)
+    assert resting_exit(pos, c, candle_exit(pos, c, 0, cfg), cfg) == expect
+
+
+def test_a_trailing_stop_rests_at_the_trail(tmp_path):
+    from core.trading.exits import candle_exit
+    from core.trading.stop_fill import resting_exit
+    cfg = make_cfg("paper", trading={"exchange_stops": "oco", "trailing_stop_pct": 0.02}).trading
+    pos = _pos(highest="110")  # trail at 107.8
+    c = (D(105), D("105.5"), D(104), D(104.5))
+    assert resting_exit(pos, c, candle_exit(pos, c, 0, cfg), cfg)[0].startswith("stop_limit_missed: trailing_stop at 107.8")
+
+
+def test_paper_counts_a_stop_below_its_limit_as_a_missed_stop_limit(tmp_path):
+    from core.clock import VirtualClock
+    from core.trading.paper import PaperExecutor
+
+    class NoBook:
+        async def load_markets(self):
+            return {}
+
+        async def fetch_order_book(self, symbol, limit=20):
+            from core.exchange.gateway import NotSupported
+            raise NotSupported("none")
+
+    async def main():
+        async with Store.open(tmp_path / "paper.db") as store:
+            ex = PaperExecutor(make_cfg("paper"), store, NoBook(), VirtualClock(START))
+            await ex.start()
+            pos = await ex.open_position(opp(ETH, price=100.0), Approval(D(1), D(100), D(97), D(106), "t"))
+            await ex.close_position(pos, "stop_loss", 90.0)
+            pos2 = await ex.open_position(opp(ETH, price=100.0), Approval(D(1), D(100), D(97), D(106), "t"))
+            await ex.close_position(pos2, "stop_loss", 96.8)
+            return pos, pos2
+
+    pos, pos2 = asyncio.run(main())
+    assert pos.exit_reason.startswith("stop_limit_missed: stop_loss at 97, limit 96.515")
+    assert pos2.exit_reason == "stop_loss"
+    from core.backtest.runner import exit_reasons
+    assert exit_reasons([pos, pos2]) == {"stop_limit_missed": 1, "stop_loss": 1}

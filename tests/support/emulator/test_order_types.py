@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.emulator import CCXT_OPTIONS, DEFAULT_EXCHANGE_INFO, DEFAULT_OHLCV_DIR, Emulator, \
-    redirect_ccxt, running_emulator
+from tests.support.emulator import DEFAULT_EXCHANGE_INFO, DEFAULT_OHLCV_DIR, Emulator, client
+from tests.support.emulator.client import checked
 from tests.support.emulator.rules import ApiError
 
 H = 3_600_000
@@ -36,24 +36,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-@contextlib.asynccontextmanager
-async def binance(emu: Emulator):
-    ex = ccxt.binance({"apiKey": emu.api_key, "secret": emu.api_secret, "enableRateLimit": False, "timeout": 10_000,
-                       "options": {**CCXT_OPTIONS, "fetchCurrencies": False, "fetchMargins": False}})
-    redirect_ccxt(ex, emu.url)
-    try:
-        await ex.load_markets()
-        yield ex
-    finally:
-        await ex.close()
-
-
-@contextlib.contextmanager
-def checked(**kwargs):
-    """running_emulator that also fails the test if a handler crashed (an emulator bug)."""
-    with running_emulator(**kwargs) as e:
-        yield e
-    assert e.internal_errors == []
+def binance(emu: Emulator):
+    """Markets loaded; the currency and margin endpoints these tests do not need are skipped."""
+    return client.binance(emu, load_markets=True, fetchCurrencies=False, fetchMargins=False)
 
 
 def write_market(folder: Path, moves: list[tuple[float, float, float, float]], volume: float = 1000.0) -> None:

@@ -6,7 +6,6 @@ modules, independently of the emulator's numpy code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import gzip
 import json
@@ -26,17 +25,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.emulator import CCXT_OPTIONS, Emulator, redirect_ccxt, running_emulator
+from tests.support.emulator import Emulator
 from tests.support.emulator.candles import CandleBook
+from tests.support.emulator.client import binance, checked
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data"
 OHLCV = DATA / "ohlcv"
 INFO_2023 = DATA / "raw" / "Binance_API" / "exchangeInfoCompact.json.gz"
 INFO_2021 = DATA / "raw" / "ohlcv_import" / "exchange_info.json.gz"
 H = 3_600_000
 START = 1_614_556_800_000  # 2021-03-01T00:00:00Z
 Q8 = Decimal("0.00000001")
-CHECKOUT = Path(__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def candles(pair: str) -> list[tuple[int, float, float, float, float, float]]:
@@ -56,28 +56,6 @@ def filters(entry: dict) -> dict[str, dict]:
 
 def run(coro):
     return asyncio.run(coro)
-
-
-@contextlib.asynccontextmanager
-async def binance(emu: Emulator, *, key: str | None = None, secret: str | None = None, timeout_ms: int = 10_000,
-                  **options):
-    ex = ccxt.binance({"apiKey": emu.api_key if key is None else key,
-                       "secret": emu.api_secret if secret is None else secret,
-                       "enableRateLimit": False, "timeout": timeout_ms,
-                       "options": {**CCXT_OPTIONS, **options}})
-    redirect_ccxt(ex, emu.url)
-    try:
-        yield ex
-    finally:
-        await ex.close()
-
-
-@contextlib.contextmanager
-def checked(**kwargs):
-    """running_emulator that also fails the test if any handler crashed (an emulator bug)."""
-    with running_emulator(**kwargs) as e:
-        yield e
-    assert e.internal_errors == []
 
 
 @pytest.fixture(scope="module")
