@@ -8,6 +8,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 OHLCV_1H = SHARED_DATA / "ohlcv" / "1h"
 SAMPLE = ROOT / "data" / "sample"
+# Config overrides for tests of engine mechanics that need signals on any data: every shipped strategy,
+# none standing aside in a falling market (the defaults trade less; see README Strategies).
+ALL_STRATEGIES = {"strategies": {"enabled": ["trend_following", "mean_reversion", "momentum"],
+                                 "params": {"mean_reversion": {"regime_filter": False},
+                                            "momentum": {"regime_filter": False}}}}
 
 
 @pytest.fixture

@@ -3,16 +3,16 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from core.config import Config
+from core.config import Config, config_from_dict
 from core.engine import PAUSE_KEY, Engine
 from core.exchange.setup import replay_setup
 from core.service.remote import EngineRemote
 from core.store.state import Store
-from tests.conftest import SAMPLE
+from tests.conftest import ALL_STRATEGIES, SAMPLE
 
 
 def _cfg() -> Config:
-    cfg = Config()
+    cfg = config_from_dict(ALL_STRATEGIES)  # signals on the sample's falling market
     return replace(cfg, scanner=replace(cfg.scanner, min_opportunity_score=0.3))
 
 

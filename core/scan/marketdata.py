@@ -141,6 +141,7 @@ class MarketData:
                 break  # listing start (or a gap longer than a page: older data is of no use)
             pages.append(page)
             have += len(page)
-            exhausted = page[0, 0] > since  # nothing at `since`: the pair was listed after it
+            # Nothing at `since` means the listing start or an outage gap: only an empty page tells
+            # them apart (a gap must not cut the window short, or a jump across it goes unseen).
         rows = pages[0] if len(pages) == 1 else np.concatenate(pages[::-1])
         return rows[-need:] if len(rows) > need else rows

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ALL_STRATEGIES, ROOT
 from tests.support.emulator import running_emulator
 
 START = int(datetime(2021, 5, 10, tzinfo=timezone.utc).timestamp() * 1000)
@@ -29,7 +29,7 @@ def _cli(config, state_dir, *args, timeout=180):
 
 
 def test_scan_once_json_and_table(emu, config_file, tmp_path):
-    cfg = config_file({"exchange": {"api_url": emu.url}, "universe": {"min_quote_volume": 0}})
+    cfg = config_file({"exchange": {"api_url": emu.url}, "universe": {"min_quote_volume": 0}, **ALL_STRATEGIES})
     proc = _cli(cfg, tmp_path, "scan", "--once", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -49,7 +49,7 @@ def test_scan_once_json_and_table(emu, config_file, tmp_path):
 
 def test_paper_engine_runs_against_the_exchange(emu, config_file, tmp_path):
     cfg = config_file({"exchange": {"api_url": emu.url}, "universe": {"min_quote_volume": 0},
-                       "scanner": {"interval_s": 1, "min_opportunity_score": 0.3}})
+                       "scanner": {"interval_s": 1, "min_opportunity_score": 0.3}, **ALL_STRATEGIES})
     proc = _cli(cfg, tmp_path, "run", "--max-cycles", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with sqlite3.connect(tmp_path / "paper.db") as db:

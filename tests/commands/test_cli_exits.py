@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from core.cli import EXIT_CODES, main
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ALL_STRATEGIES, ROOT, SAMPLE
 
 
 def _cli(*args, env=None, timeout=300):
@@ -95,14 +95,16 @@ def test_run_replay_prints_a_summary_and_status_reads_it(tmp_path, config_file):
 
 def test_demo_summary_agrees_with_the_books_and_the_halt(tmp_path, config_file):
     """Issue 14 item 11: PnL includes open positions; max drawdown is the risk gate's (>= any halt's)."""
-    cfg = config_file({"risk": {"max_drawdown_pct": 0.03, "max_daily_loss_pct": 0.03}})
+    cfg = config_file({"risk": {"max_drawdown_pct": 0.03, "max_daily_loss_pct": 0.03}, **ALL_STRATEGIES})
     out = _cli("--config", str(cfg), "demo", "--json", "--max-cycles", "150")
     assert out.returncode == 0, out.stderr
     s = json.loads(out.stdout)
     assert s["final_equity"] == pytest.approx(s["start_equity"] + s["total_pnl"])
     assert s["realised_pnl"] + s["unrealised_pnl"] == pytest.approx(s["total_pnl"])
     halts = re.findall(r"drawdown: equity [\d.,]+ is ([\d.]+)% below the peak ([\d.,]+)", out.stderr)
-    assert halts, "the tight limit must halt within 150 cycles"
+    if not halts:  # the limits are caps (issue 17): without a gap through a stop no halt is reached
+        assert 0 < s["max_drawdown"] < 0.03, s
+        return
     pct, peak = halts[0]
     # the same peak (the risk gate's, of marked equity) and a max drawdown at least the halt's
     assert f"{s['peak_equity']:.2f}" == peak.replace(",", "")

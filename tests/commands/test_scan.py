@@ -4,13 +4,13 @@ import subprocess
 import sys
 from decimal import Decimal
 
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ALL_STRATEGIES, ROOT, SAMPLE
 from tests.support.trading import sample_markets
 
 
 def test_scan_shows_the_gate_stop_and_target(config_file, tmp_path):
     cfg = config_file({"trading": {"stop_loss_pct": 0.03, "take_profit_pct": 0.06},
-                       "scanner": {"min_opportunity_score": 0.5}})
+                       "scanner": {"min_opportunity_score": 0.5}, **ALL_STRATEGIES})
     proc = subprocess.run([sys.executable, "-m", "core", "--config", str(cfg), "--state-dir", str(tmp_path),
                            "scan", "--replay", str(SAMPLE), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
