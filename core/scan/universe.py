@@ -236,7 +236,7 @@ class Universe:
         if not selected:
             log.warning("no %s pair passes the universe filters (%d markets, %d tickers)", self.cfg.quote,
                         len(markets), len(tickers))
-        elif selected != self._symbols:
+        elif set(selected) != set(self._symbols):  # a new volume ranking alone is not news
             added = [s for s in selected if s not in self._symbols]
             removed = [s for s in self._symbols if s not in selected]
             log.info("universe: %d %s pairs (%d added, %d removed)%s", len(selected), self.cfg.quote, len(added),
