@@ -17,10 +17,19 @@ def num(v: Decimal | float | None, places: int = 2) -> str:
     return f"{float(v):,.{places}f}"
 
 
+def signed(v: Decimal) -> str:
+    """Money with its sign: '+12.30' or '-4.05'."""
+    return f"{'+' if v >= 0 else ''}{num(v)}"
+
+
+def tally(closed) -> tuple[Decimal, int]:
+    """(net PnL, trades won) of closed positions."""
+    return sum((p.pnl for p in closed), Decimal(0)), sum(1 for p in closed if p.pnl > 0)
+
+
 def qty(v: Decimal) -> str:
     """An amount as the exchange gave it: every significant digit, no exponent, no trailing zeros."""
-    s = format(Decimal(v).normalize(), "f")
-    return s
+    return format(Decimal(v).normalize(), "f")
 
 
 def price(v: Decimal | float) -> str:
@@ -57,7 +66,7 @@ class EngineRemote:
             start = e.risk.day_start_equity
             if start:
                 pnl = rep.equity - start
-                lines.append(f"today {'+' if pnl >= 0 else ''}{num(pnl)} {self.quote} "
+                lines.append(f"today {signed(pnl)} {self.quote} "
                              f"({float(pnl / start) * 100:+.2f} %)")
             lines.append(f"{rep.open_positions} open positions; last scan "
                          f"{datetime.fromtimestamp(rep.ts_ms / 1000, timezone.utc):%H:%M UTC}, "
@@ -83,7 +92,7 @@ class EngineRemote:
             if last is not None:
                 pnl = (Decimal(str(last)) - p.entry_price) * p.amount - p.entry_fees
                 pct = float(Decimal(str(last)) / p.entry_price - 1) * 100 if p.entry_price else 0.0
-                line += f", now {price(last)}, {'+' if pnl >= 0 else ''}{num(pnl)} {self.quote} ({pct:+.2f} %)"
+                line += f", now {price(last)}, {signed(pnl)} {self.quote} ({pct:+.2f} %)"
             else:
                 line += ", no price now"
             line += f"; stop {price(p.stop)}, target {price(p.target)}"
@@ -100,13 +109,12 @@ class EngineRemote:
         span = "all time" if days is None else f"last {days} days"
         if not closed:
             return f"No closed trades ({span})."
-        pnl = sum((p.pnl for p in closed), Decimal(0))
-        wins = sum(1 for p in closed if p.pnl > 0)
+        pnl, wins = tally(closed)
         fees = sum((p.entry_fees + p.exit_fees for p in closed), Decimal(0))
         best = max(closed, key=lambda p: p.pnl)
         return (f"{span}: {len(closed)} trades, {wins} won ({wins / len(closed) * 100:.0f} %)\n"
-                f"PnL {'+' if pnl >= 0 else ''}{num(pnl)} {self.quote} after {num(fees)} fees\n"
-                f"best {best.symbol} {'+' if best.pnl >= 0 else ''}{num(best.pnl)}")
+                f"PnL {signed(pnl)} {self.quote} after {num(fees)} fees\n"
+                f"best {best.symbol} {signed(best.pnl)}")
 
     async def daily(self) -> str:
         today = self.wall_ms() // DAY_MS
@@ -114,9 +122,8 @@ class EngineRemote:
         lines = ["UTC day: realised PnL (trades)"]
         for d in range(today - 6, today + 1):
             day = [p for p in closed if (p.closed_ms or 0) // DAY_MS == d]
-            pnl = sum((p.pnl for p in day), Decimal(0))
-            label = datetime.fromtimestamp(d * 86400, timezone.utc).strftime("%a %d %b")
-            lines.append(f"{label}: {'+' if pnl >= 0 else ''}{num(pnl)} ({len(day)})")
+            label = datetime.fromtimestamp(d * DAY_MS / 1000, timezone.utc).strftime("%a %d %b")
+            lines.append(f"{label}: {signed(tally(day)[0])} ({len(day)})")
         return "\n".join(lines)
 
     async def balance(self) -> str:
@@ -140,10 +147,8 @@ class EngineRemote:
         closed = await self._closed(since_ms)
         if not closed:
             return f"No closed trades ({span})."
-        pnl = sum((p.pnl for p in closed), Decimal(0))
-        wins = sum(1 for p in closed if p.pnl > 0)
-        return (f"{span}: {len(closed)} trades closed, {wins} won, "
-                f"PnL {'+' if pnl >= 0 else ''}{num(pnl)} {self.quote}")
+        pnl, wins = tally(closed)
+        return f"{span}: {len(closed)} trades closed, {wins} won, PnL {signed(pnl)} {self.quote}"
 
     async def pause(self, who: str) -> str:
         changed = await self.engine.between_steps(lambda: self.engine.pause(who))
