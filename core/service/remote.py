@@ -11,10 +11,15 @@ from decimal import Decimal
 from core.timeframes import DAY_MS
 
 
-def num(v: Decimal | float | None, places: int = 2) -> str:
+def num(v: Decimal | float | None) -> str:
+    """Money in the quote currency: cents from 1 up, four significant digits below (a BTC-quoted
+    account's 0.0001234 must not read 0.00)."""
     if v is None:
         return "-"
-    return f"{float(v):,.{places}f}"
+    d = Decimal(str(v))
+    if d == 0 or abs(d) >= 1:
+        return f"{float(d):,.2f}"
+    return format(d.quantize(Decimal(1).scaleb(d.adjusted() - 3)), "f")
 
 
 def signed(v: Decimal) -> str:
