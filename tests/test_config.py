@@ -36,6 +36,9 @@ def test_reference_documents_every_key():
     ({"exchange": []}, "exchange", "an object"),
     ({"risk": {"max_daily_loss_pct": 0.5, "max_drawdown_pct": 0.2}}, "risk.max_daily_loss_pct", "at most"),
     ({"strategies": {"enabled": ["astrology"]}}, "strategies.enabled[0]", "one of"),
+    ({"paper": {"spread_pct": -0.001}}, "paper.spread_pct", ">= 0"),
+    ({"paper": {"spread_pct": 1}}, "paper.spread_pct", "<= 0.05"),
+    ({"paper": {"spread_pct": "wide"}}, "paper.spread_pct", "a number"),
 ])
 def test_bad_values_name_the_key(data, key, expected):
     with pytest.raises(ConfigError) as err:
@@ -111,6 +114,24 @@ def test_cli_error_is_one_line_on_stderr(tmp_path, config_file):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "risk.max_open_positions" in lines[0] and str(path) in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", [-0.0001, 1, 1.5, 0.0501])
+def test_spread_out_of_range_exits_78_naming_the_field(tmp_path, config_file, value):
+    path = config_file({"paper": {"spread_pct": value}})
+    proc = subprocess.run([sys.executable, "-m", "core", "--config", str(path), "config", "check"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 78
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "paper.spread_pct" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_spread_in_range_is_kept_exactly():
+    from decimal import Decimal
+
+    assert config_from_dict({"paper": {"spread_pct": 0.05}}).paper.spread_pct == Decimal("0.05")
+    assert config_from_dict({"paper": {"spread_pct": 0}}).paper.spread_pct == Decimal(0)
+    assert Config().paper.spread_pct == Decimal("0.001")
 
 
 def test_live_mode_without_keys_is_a_config_error(tmp_path, config_file):

@@ -15,12 +15,17 @@ runs unchanged over a table whose opportunities were replaced):
   pair is random. Each draw takes over the score and strategy label of the opportunity in the
   same rank, so ``by_strategy`` of a random run compares with the strategy's own, slot by slot.
 - ``random_timing``: every eligible (pair, cycle) entered with one probability, chosen so the
-  expected number of opportunities over the run equals the strategy's; scores and labels drawn
-  from the strategy's. Tests timing as well as choice.
+  expected number of opportunities over the run equals the strategy's; each entry copies the
+  score, label and exit geometry of one of the strategy's opportunities drawn at random. Tests
+  timing as well as choice.
 
-Stop and target of a random entry: ``close - 2 ATR14`` and ``close + 4 ATR14`` (the shipped
-trend-following default; momentum uses 2/3, mean reversion 1.5/the Bollinger middle), strategy
-independent; the risk gate clamps them exactly as it clamps real signals.
+Stop and target of a random entry: the strategy's own exit geometry, so that only the entries
+differ. Each real opportunity's stop and target are expressed as distances from its price in
+ATR14 of its own pair at that cycle (``opp_stop_atr``, ``opp_target_atr``); a random entry puts
+the same distances, in the drawn pair's ATR14, around the drawn pair's close -- the opportunity
+whose slot it takes (``random``) or the one it was drawn from (``random_timing``). The risk gate
+clamps them exactly as it clamps real signals; trailing and time exits are the engine's, the same
+for every entry. The JSON's ``stop_atr`` / ``target_atr`` are the medians of that geometry.
 
 Seeds run in worker processes (spawn-safe): each worker loads the candles once, then runs the
 engine per seed. A seed gives the same numbers on any worker and any machine. A random run whose
@@ -29,8 +34,9 @@ account sits in cash under a drawdown halt nothing will lift stops there (``simu
 
 Buy-and-hold: BTC (``BTC/<quote>``) and the equal-weight universe (every pair in the universe at
 the first cycle, equal money, held to the last cycle; a pair without newer candles keeps its
-last close), bought at the first cycle's close and sold at the last, paying the paper fee and
-slippage on both legs.
+last close), bought at the first cycle's close and sold at the last, paying what the paper
+executor charges a fill without an order book on both legs: half of ``paper.spread_pct``, the
+slippage and the fee.
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ import numpy as np
 
 from core.models import Opportunity, ScanResult
 
-STOP_ATR, TARGET_ATR, ATR_PERIOD = 2.0, 4.0, 14
+STOP_ATR, TARGET_ATR, ATR_PERIOD = 2.0, 4.0, 14  # geometry only where no ATR measures an opportunity's
 MODES = ("random", "random_timing")
 BAND_POINTS = 240  # equity samples per random run kept for the report's band
 
@@ -67,6 +73,8 @@ class Inputs:
     opp_score: np.ndarray  # (M,)
     opp_strategy: np.ndarray  # (M,) index into ``strategies``
     strategies: tuple[str, ...]
+    opp_stop_atr: np.ndarray  # (M,) (price - stop) / ATR14 of the opportunity's pair then
+    opp_target_atr: np.ndarray  # (M,) (target - price) / ATR14 of the opportunity's pair then
 
     @property
     def eligible(self) -> np.ndarray:
@@ -91,16 +99,17 @@ def inputs_of(table) -> Inputs:
             close[p] = np.where(has, table.sig.rows[p][kk, 4] if n else np.nan, np.nan)
             atr[p] = np.where(has, full[p, L - n + kk], np.nan)
     names = tuple(dict.fromkeys(list(table.cfg.strategies.enabled) + [o.strategy for o in table.ranked]))
-    cyc, score, strat = [], [], []
+    cyc, score, strat, opps = [], [], [], []
     at = table.opp_at
     for i in np.flatnonzero((at >= 0).any(axis=0)).tolist():
         col = at[:, i]
         for j in np.sort(col[col >= 0]).tolist():
             o = table.ranked[j]
-            cyc.append(i), score.append(o.score), strat.append(names.index(o.strategy))
+            cyc.append(i), score.append(o.score), strat.append(names.index(o.strategy)), opps.append(o)
+    strat_a = np.asarray(strat, dtype=np.int64)
     return Inputs(tuple(table.symbols), table.scanner.signal_tf, np.asarray(table.times), table.universe.copy(),
                   table.ok.copy(), close, atr, np.asarray(cyc, dtype=np.int64), np.asarray(score, dtype=float),
-                  np.asarray(strat, dtype=np.int64), names)
+                  strat_a, names, *exit_geometry(opps, np.asarray(cyc, dtype=np.int64), strat_a, table.symbols, atr))
 
 
 # --- random tables --------------------------------------------------------------------------------
@@ -109,8 +118,28 @@ def rng_for(seed: int, mode: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), MODES.index(mode)])
 
 
-def draw(inputs: Inputs, seed: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Random entries as arrays (cycle, pair, score, strategy index), in serving order (cycle, then rank)."""
+def exit_geometry(opps: list[Opportunity], cycle: np.ndarray, strategy: np.ndarray, symbols, atr: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Each opportunity's stop and target distance from its price in ATR14 of its own pair at its
+    cycle. One without a usable ATR takes its strategy's median (or ``STOP_ATR`` / ``TARGET_ATR``)."""
+    pos = {s: p for p, s in enumerate(symbols)}
+    m = len(opps)
+    price = np.fromiter((o.price for o in opps), float, m)
+    a = atr[np.fromiter((pos[o.symbol] for o in opps), np.int64, m), cycle] if m else np.empty(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stop = (price - np.fromiter((o.stop for o in opps), float, m)) / a
+        target = (np.fromiter((o.target for o in opps), float, m) - price) / a
+    for values, fallback in ((stop, STOP_ATR), (target, TARGET_ATR)):
+        bad = ~(np.isfinite(values) & (values > 0))
+        for s in np.unique(strategy[bad]).tolist():
+            good = values[(strategy == s) & ~bad]
+            values[bad & (strategy == s)] = float(np.median(good)) if len(good) else fallback
+    return stop, target
+
+
+def draw(inputs: Inputs, seed: int, mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random entries as arrays (cycle, pair, source), in serving order (cycle, then rank); ``source``
+    is the real opportunity whose score, strategy label and exit geometry the entry takes."""
     rng = rng_for(seed, mode)
     elig = inputs.eligible
     if mode == "random":
@@ -126,14 +155,14 @@ def draw(inputs: Inputs, seed: int, mode: str) -> tuple[np.ndarray, np.ndarray, 
         chosen = rank < take[:, None]
         row, r = np.nonzero(chosen)
         src = starts[row] + r  # the real opportunity whose rank the draw takes
-        return cycles[row], order[row, r], inputs.opp_score[src], inputs.opp_strategy[src]
+        return cycles[row], order[row, r], src
     if mode != "random_timing":
         raise ValueError(f"unknown baseline mode {mode!r}")
     cells = int(elig.sum())
     m = len(inputs.opp_cycle)
     empty = np.empty(0, dtype=np.int64)
     if not cells or not m:
-        return empty, empty, np.empty(0), empty
+        return empty, empty, empty
     q = min(1.0, m / cells)
     hit = (elig & (rng.random(elig.shape) < q)).T  # (N, P)
     i, p = np.nonzero(hit)
@@ -141,7 +170,7 @@ def draw(inputs: Inputs, seed: int, mode: str) -> tuple[np.ndarray, np.ndarray, 
     score = inputs.opp_score[which]
     tie = rng.random(len(i))
     o = np.lexsort((tie, -score, i))  # per cycle, the scanner's order: best score first
-    return i[o], p[o], score[o], inputs.opp_strategy[which][o]
+    return i[o], p[o], which[o]
 
 
 class RandomTable:
@@ -153,13 +182,15 @@ class RandomTable:
         self.times = inputs.times
         self.index = {int(t): i for i, t in enumerate(self.times)}
         self.symbols = inputs.symbols
-        cyc, pair, score, strat = draw(inputs, seed, mode)
+        cyc, pair, src = draw(inputs, seed, mode)
+        score, strat = inputs.opp_score[src], inputs.opp_strategy[src]
         c, a = inputs.close[pair, cyc], inputs.atr[pair, cyc]
+        stop, target = c - inputs.opp_stop_atr[src] * a, c + inputs.opp_target_atr[src] * a
         tf, names, syms = inputs.timeframe, inputs.strategies, inputs.symbols
         reason = f"{mode} baseline, seed {seed}"
         self.ranked = [Opportunity(syms[p], names[s], "buy", sc, px, st, tg, reason, tf)
                        for p, s, sc, px, st, tg in zip(pair.tolist(), strat.tolist(), score.tolist(), c.tolist(),
-                                                       (c - STOP_ATR * a).tolist(), (c + TARGET_ATR * a).tolist())]
+                                                       stop.tolist(), target.tolist())]
         self.opp_at = np.full(inputs.ok.shape, -1, dtype=np.int32)
         self.opp_at[pair, cyc] = np.arange(len(pair), dtype=np.int32)
         bounds = np.searchsorted(cyc, np.arange(len(self.times) + 1))
@@ -320,9 +351,12 @@ def random_block(runs: list[dict[str, Any]], actual_return: float, actual_pf: fl
 
 # --- buy-and-hold --------------------------------------------------------------------------------
 
-def buy_and_hold(inputs: Inputs, quote: str, fee: float, slippage: float) -> dict[str, Any]:
-    """BTC and the equal-weight universe from the first cycle's close to the last's, costs included."""
-    cost = ((1 - fee) * (1 - slippage)) ** 2
+def buy_and_hold(inputs: Inputs, quote: str, fee: float, slippage: float, spread: float = 0.0) -> dict[str, Any]:
+    """BTC and the equal-weight universe from the first cycle's close to the last's, costs included:
+    as the paper executor fills, the buy at close x (1 + spread/2)(1 + slippage) plus the fee on
+    the value, the sell at close x (1 - spread/2)(1 - slippage) less the fee."""
+    half = spread / 2
+    cost = ((1 - half) * (1 - slippage) * (1 - fee)) / ((1 + half) * (1 + slippage) * (1 + fee))
     close = inputs.close
     N = close.shape[1] if close.ndim == 2 else 0
     out: dict[str, Any] = {}
@@ -345,7 +379,7 @@ def buy_and_hold(inputs: Inputs, quote: str, fee: float, slippage: float) -> dic
             out["equal_weight"] = {"pairs": int(len(members)), "return": float(rel[-1] * cost - 1),
                                    "curve": _thin(inputs.times, rel)}
     for v in out.values():
-        v["costs"] = "paper fee and slippage on the buy and the sell"
+        v["costs"] = "paper fee, slippage and half the spread on the buy and the sell"
     return out
 
 
@@ -376,7 +410,8 @@ def compute(result, spec, seeds: int, modes=MODES, workers: int | None = None, o
 
     inputs = inputs_of(result.table)
     cfg = result.cfg
-    hold = buy_and_hold(inputs, cfg.universe.quote, float(cfg.paper.fee_pct), float(cfg.paper.slippage_pct))
+    hold = buy_and_hold(inputs, cfg.universe.quote, float(cfg.paper.fee_pct), float(cfg.paper.slippage_pct),
+                        float(cfg.paper.spread_pct))
     curves = {k: v.pop("curve") for k, v in hold.items()}
     halt = drawdown_halt(result)
     if halt is not None:  # what the market did while the halted account sat in cash
@@ -386,8 +421,8 @@ def compute(result, spec, seeds: int, modes=MODES, workers: int | None = None, o
                                                                            cfg.universe.quote)
             v["after_halt"] = None if not a or b is None else b / a - 1
     s = stats_of(result)
-    doc: dict[str, Any] = {"buy_and_hold": hold, "stop_atr": STOP_ATR, "target_atr": TARGET_ATR,
-                           "atr_period": ATR_PERIOD}
+    doc: dict[str, Any] = {"buy_and_hold": hold, "atr_period": ATR_PERIOD,  # the random entries' exit geometry
+                           "stop_atr": _median(inputs.opp_stop_atr), "target_atr": _median(inputs.opp_target_atr)}
     runs: dict[str, list[dict[str, Any]]] = {}
     if seeds > 0:
         all_runs = run_random(cfg, spec, inputs, seeds, modes, workers=workers, on_done=on_done)
@@ -400,6 +435,10 @@ def compute(result, spec, seeds: int, modes=MODES, workers: int | None = None, o
                    **{mode: per_strategy(runs[mode], name, g) for mode in modes}}
             for name, g in groups.items()}
     return Baselines(doc, runs, curves)
+
+
+def _median(values: np.ndarray) -> float | None:
+    return float(np.median(values)) if len(values) else None
 
 
 def per_strategy(runs: list[dict[str, Any]], name: str, g: dict[str, Any]) -> dict[str, Any]:

@@ -339,6 +339,10 @@ def group_rows(groups: dict[str, dict[str, Any]]) -> list[list[Any]]:
             for name, g in groups.items()]
 
 
+def _atr(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 GROUP_HEAD = ["trades", "win rate", "PnL", "fees", "profit f.", "best", "worst"]
 
 
@@ -465,8 +469,10 @@ def page(result: BacktestResult, bl=None, stats=None) -> str:
             out.append('<p class="note">Percentile: the share of random seeds that did worse (100 = better than '
                        'all). Random pairs: at each cycle as many entries as the strategies had, on pairs drawn at '
                        'random among the eligible ones; random timing: entries at random cycles, as many in '
-                       f'expectation. Both use stop = close - {b["stop_atr"]:g} ATR{b["atr_period"]}, target = close '
-                       f'+ {b["target_atr"]:g} ATR{b["atr_period"]} and the same engine, sizing, exits and costs. '
+                       f'expectation. Both copy the strategy\'s exit geometry: each random entry takes the stop and '
+                       f'target distances of a real opportunity in ATR{b["atr_period"]} units and applies them to its '
+                       f'own pair (median stop {_atr(b["stop_atr"])}, target {_atr(b["target_atr"])} '
+                       f'ATR{b["atr_period"]}), with the same engine, sizing, exits and costs. '
                        'Per strategy: PnL of the random entries that took that strategy\'s slots in the same '
                        'run. The percentile is in-sample: see the README on out-of-sample checks.</p>')
 

@@ -2,13 +2,15 @@
 
 The wallet is never stored as a number: cash is ``paper.starting_balance`` plus sells minus buys
 minus fees over the recorded fills, so a restart resumes exactly where the last fill left it.
-Market orders fill at the order book when one is available (walking the levels), else at the
-last price, then ``paper.slippage_pct`` against us and ``paper.fee_pct`` in the quote currency.
-Limit entries rest until the price trades *through* the limit, or are cancelled after
-``trading.entry_timeout_s``. Exits are market orders. The exchange-side stop-limit live mode rests
-(``trading.exchange_stops``) is modelled: a stop or trailing exit at a price already below its limit
-is the stop-limit the market gapped through; it sells at market and its reason says so
-(``core.trading.stop_fill``; replays model the candle in ``resting_exit``).
+Market orders fill at the order book when one is available (walking the levels, which pays the
+real spread), else at the last price moved half of ``paper.spread_pct`` against us (recorded data
+has trades, not quotes: the last price stands for the mid); then ``paper.slippage_pct`` against us
+and ``paper.fee_pct`` in the quote currency. Limit entries rest until the price trades *through*
+the limit (filled at the limit: a resting order never crosses the spread), or are cancelled after
+``trading.entry_timeout_s``. Exits are market orders, whatever their reason. The exchange-side
+stop-limit live mode rests (``trading.exchange_stops``) is modelled: a stop or trailing exit at a
+price already below its limit is the stop-limit the market gapped through; it sells at market and
+its reason says so (``core.trading.stop_fill``; replays model the candle in ``resting_exit``).
 """
 from __future__ import annotations
 
@@ -87,6 +89,15 @@ class PaperExecutor(BaseExecutor):
         except GatewayError:  # replay has none (NotSupported); a failed fetch falls back to the last price
             return None
 
+    def market_price(self, side: str, walked: Decimal | None, last: Decimal) -> Decimal:
+        """A market order's fill price before the fee: the book-walked price if there was one, else
+        ``last`` moved half the configured spread; then slippage, all against us, exactly."""
+        slip = to_decimal(self.cfg.paper.slippage_pct)
+        sign = 1 if side == BUY else -1
+        if walked is None:
+            walked = last * (1 + sign * to_decimal(self.cfg.paper.spread_pct) / 2)
+        return walked * (1 + sign * slip)
+
     def _fill(self, order: Order, qty: Decimal, price: Decimal, n: int = 1) -> Fill:
         fee = qty * price * to_decimal(self.cfg.paper.fee_pct)
         return Fill(trade_id=f"paper-{order.client_id}-{n}", ts_ms=self.clock.now_ms(), symbol=order.symbol,
@@ -97,15 +108,15 @@ class PaperExecutor(BaseExecutor):
     async def open_position(self, opp: Opportunity, approval: Approval,
                             book: OrderBook | None = None) -> Position | None:
         now, sym = self.clock.now_ms(), opp.symbol
-        fee_pct, slip = to_decimal(self.cfg.paper.fee_pct), to_decimal(self.cfg.paper.slippage_pct)
+        fee_pct = to_decimal(self.cfg.paper.fee_pct)
         free = self.cash - sum(self._reserved().values(), ZERO)
         limit = self.cfg.trading.order_type == "limit"
         if limit:
             price = approval.price
         else:
             b = await self._book(sym, book)
-            ref = walk(b.asks, approval.amount) if b is not None else None
-            price = (ref if ref is not None else approval.price) * (1 + slip)
+            price = self.market_price(BUY, walk(b.asks, approval.amount) if b is not None else None,
+                                      approval.price)
         need = approval.amount * price * (1 + fee_pct)
         if need > free:
             log.info("paper: entry %s refused: needs %s %s, %s free (insufficient balance)", sym, need, self.quote,
@@ -156,8 +167,7 @@ class PaperExecutor(BaseExecutor):
             await self.close_unfilled(pos, reason, px, f"cannot sell: {amount.reason}")
             return
         b = await self._book(pos.symbol, None)
-        ref = walk(b.bids, amount) if b is not None else None
-        fill_price = (ref if ref is not None else px) * (1 - to_decimal(self.cfg.paper.slippage_pct))
+        fill_price = self.market_price(SELL, walk(b.bids, amount) if b is not None else None, px)
         left = sellable(market, self._remaining[pos.id] - amount, fill_price)
         attempt = await self.store.exit_attempts(pos.id) + 1
         now = self.clock.now_ms()

@@ -3,8 +3,8 @@
 The amount that loses ``risk.risk_per_trade_pct`` of equity if the stop is hit, capped by
 ``trading.position_size_pct`` of equity, the room left under ``risk.max_asset_exposure_pct`` for
 the base asset, the free cash (with fee and, for market orders, slippage headroom), and the
-loss budget (``budget``): what a stop-out of every open position and of this entry, fees and
-slippage included, may still cost before the day's loss reaches ``risk.max_daily_loss_pct`` or
+loss budget (``budget``): what a stop-out of every open position and of this entry, fees,
+slippage and (paper) half the spread included, may still cost before the day's loss reaches ``risk.max_daily_loss_pct`` or
 the drawdown reaches ``risk.max_drawdown_pct``. That makes those limits caps rather than
 triggers: only a price gapping through a stop can take the account beyond them.
 """
@@ -27,10 +27,14 @@ class Size:
 
 
 def exit_costs(cfg: Config) -> tuple[Decimal, Decimal]:
-    """(fee, slippage) fractions a stop-out pays: the fee, and the paper slippage in paper mode or
-    the stop-limit's offset below its stop live (the worst a resting stop-limit fills at)."""
-    slip = cfg.paper.slippage_pct if cfg.mode == "paper" else Decimal(str(cfg.trading.stop_limit_offset_pct))
-    return Decimal(str(cfg.paper.fee_pct)), Decimal(str(slip))
+    """(fee, slippage) fractions a stop-out pays: the fee, and in paper mode the paper slippage
+    compounded with half of ``paper.spread_pct`` (what a fill without a book pays; the entry's
+    factor exactly, the exit's a bound), or live the stop-limit's offset below its stop (the worst
+    a resting stop-limit fills at)."""
+    if cfg.mode != "paper":
+        return Decimal(str(cfg.paper.fee_pct)), Decimal(str(cfg.trading.stop_limit_offset_pct))
+    half, slip = Decimal(str(cfg.paper.spread_pct)) / 2, Decimal(str(cfg.paper.slippage_pct))
+    return Decimal(str(cfg.paper.fee_pct)), half + slip + half * slip
 
 
 def stop_loss_fraction(cfg: Config, ref: Decimal, stop: Decimal) -> Decimal:

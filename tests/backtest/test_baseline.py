@@ -50,26 +50,59 @@ def test_inputs_carry_the_real_opportunities_and_the_scanner_atr(run, inputs):
     assert inputs.atr[p, i] == pytest.approx(atr, rel=1e-9)
 
 
-def test_random_pairs_keep_timing_count_scores_and_labels(inputs):
+def test_random_pairs_keep_timing_count_scores_labels_and_exit_geometry(run, inputs):
     """Pair choice only: per cycle as many entries as the strategies had (eligible pairs permitting),
-    with the same scores and strategy labels in rank order, on eligible pairs, stop/target by the ATR rule."""
+    with the same scores and strategy labels in rank order, on eligible pairs, and the stop and target
+    of the opportunity in the same rank: the same distances in ATR14, each of its own pair."""
     table = B.RandomTable(inputs, seed=3, mode="random")
     elig = inputs.eligible
-    real = {}
-    for j, i in enumerate(inputs.opp_cycle.tolist()):
-        real.setdefault(i, []).append((float(inputs.opp_score[j]), inputs.strategies[inputs.opp_strategy[j]]))
+    real_opps = {i: run.table.result(i).opportunities for i in np.unique(inputs.opp_cycle).tolist()}
+    checked = 0
     for i in range(len(inputs.times)):
         opps = table.result(i).opportunities
-        want = real.get(i, [])
+        want = real_opps.get(i, [])
         assert len(opps) == min(len(want), int(elig[:, i].sum()))
-        assert [(o.score, o.strategy) for o in opps] == want[:len(opps)]
+        assert [(o.score, o.strategy) for o in opps] == [(w.score, w.strategy) for w in want[:len(opps)]]
         syms = [o.symbol for o in opps]
         assert len(set(syms)) == len(syms)
-        for o in opps:
-            p = inputs.symbols.index(o.symbol)
+        for o, w in zip(opps, want):
+            p, q = inputs.symbols.index(o.symbol), inputs.symbols.index(w.symbol)
             assert elig[p, i]
-            c, a = inputs.close[p, i], inputs.atr[p, i]
-            assert (o.price, o.stop, o.target) == (c, c - 2 * a, c + 4 * a)
+            c, a, a_real = inputs.close[p, i], inputs.atr[p, i], inputs.atr[q, i]
+            assert o.price == c
+            assert (o.price - o.stop) / a == pytest.approx((w.price - w.stop) / a_real, rel=1e-9)
+            assert (o.target - o.price) / a == pytest.approx((w.target - w.price) / a_real, rel=1e-9)
+            checked += 1
+    assert checked > 10
+    # the geometry is the strategies' own, not one fixed rule: it varies between opportunities
+    assert len(np.unique(np.round(inputs.opp_target_atr, 6))) > 1
+
+
+def test_random_timing_copies_the_geometry_of_its_own_strategy(run, inputs):
+    """Each random-timing entry carries the (stop, target) distances in ATR14 of one real opportunity of
+    the strategy whose label it bears."""
+    table = B.RandomTable(inputs, seed=2, mode="random_timing")
+    pos = {s: p for p, s in enumerate(inputs.symbols)}
+    real: dict[str, set] = {}
+    for i in np.unique(inputs.opp_cycle).tolist():
+        for w in run.table.result(i).opportunities:
+            a = inputs.atr[pos[w.symbol], i]
+            real.setdefault(w.strategy, set()).add((round((w.price - w.stop) / a, 6), round((w.target - w.price) / a, 6)))
+    assert table.ranked
+    for i in range(len(inputs.times)):
+        for o in table.result(i).opportunities:
+            a = inputs.atr[pos[o.symbol], i]
+            assert (round((o.price - o.stop) / a, 6), round((o.target - o.price) / a, 6)) in real[o.strategy]
+
+
+def test_exit_geometry_falls_back_to_the_strategy_median():
+    """An opportunity whose pair has no usable ATR takes its strategy's median distances."""
+    from core.models import Opportunity
+
+    opps = [Opportunity("A/USDT", "s", "buy", 80.0, 100.0, 100.0 - k, 100.0 + 2 * k, "r") for k in (1.0, 3.0, 2.0)]
+    atr = np.array([[1.0, 1.0, np.nan]])
+    stop, target = B.exit_geometry(opps, np.array([0, 1, 2]), np.zeros(3, dtype=np.int64), ("A/USDT",), atr)
+    assert stop.tolist() == [1.0, 3.0, 2.0] and target.tolist() == [2.0, 6.0, 4.0]
 
 
 def test_random_timing_matches_the_opportunity_count(inputs):
@@ -122,9 +155,11 @@ def test_percentile_and_p_value(values, actual):
 
 
 def test_buy_and_hold_by_hand(inputs):
-    fee, slip = 0.001, 0.0005
-    hold = B.buy_and_hold(inputs, "USDT", fee, slip)
-    cost = ((1 - fee) * (1 - slip)) ** 2
+    """The paper executor's bookless fills on both legs: buy at close x 1.0005 (half of a 0.1 % spread)
+    x 1.0005 (slippage) plus the 0.1 % fee, sell at close x 0.9995 x 0.9995 less the fee."""
+    fee, slip, spread = 0.001, 0.0005, 0.001
+    hold = B.buy_and_hold(inputs, "USDT", fee, slip, spread)
+    cost = (0.9995 * 0.9995 * 0.999) / (1.0005 * 1.0005 * 1.001)
     p = inputs.symbols.index("BTC/USDT")
     assert hold["btc"]["return"] == pytest.approx(inputs.close[p, -1] / inputs.close[p, 0] * cost - 1)
     members = [q for q in range(len(inputs.symbols)) if inputs.universe[q, 0] and np.isfinite(inputs.close[q, 0])]
@@ -193,7 +228,7 @@ def busy(inputs: B.Inputs, per_cycle: int = 2) -> B.Inputs:
     cyc = np.repeat(np.arange(n), per_cycle)
     return B.Inputs(inputs.symbols, inputs.timeframe, inputs.times, inputs.universe, inputs.ok, inputs.close,
                     inputs.atr, cyc, np.full(len(cyc), 90.0), np.zeros(len(cyc), dtype=np.int64),
-                    inputs.strategies)
+                    inputs.strategies, np.full(len(cyc), 2.0), np.full(len(cyc), 4.0))
 
 
 def halted_run(data, cooloff: float):

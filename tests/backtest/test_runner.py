@@ -255,13 +255,15 @@ def test_deterministic_json_and_schema(data, tmp_path):
 
 
 def test_trades_and_totals_checked_by_hand(data, run):
-    """Each trade from the candles and the paper rules (entries fill at the close + slippage; a
-    stop or target crossed inside a candle fills at that level, or at the open when the candle
-    gapped through it; other exits at the close; fee on the value); totals, win rate, profit
-    factor and drawdown recomputed with plain arithmetic."""
+    """Each trade from the candles and the paper rules (entries fill at the close + half the
+    configured spread + slippage; a stop or target crossed inside a candle fills at that level, or
+    at the open when the candle gapped through it; other exits at the close; every exit less half
+    the spread and slippage; fee on the value); totals, win rate, profit factor and drawdown
+    recomputed with plain arithmetic."""
     result, db = run
     cfg = result.cfg
-    slip, fee_pct = cfg.paper.slippage_pct, cfg.paper.fee_pct
+    slip, fee_pct, half = cfg.paper.slippage_pct, cfg.paper.fee_pct, cfg.paper.spread_pct / 2
+    assert half > 0  # the default: no book in recorded data, so every fill pays it
     closes, candles = {}, {}
     for sym in PAIRS:
         arr = np.loadtxt(data / "1h" / (sym.replace("/", "_") + ".csv"), delimiter=",", skiprows=1)
@@ -280,11 +282,11 @@ def test_trades_and_totals_checked_by_hand(data, run):
         sold, sell, sell_fee, t_out = by_pos[p.id]["sell"]
         assert sold == qty
         # the price a cycle acts on is the close of the candle that just closed
-        assert buy == Decimal(repr(closes[p.symbol][t_in - H])) * (1 + slip)
+        assert buy == Decimal(repr(closes[p.symbol][t_in - H])) * (1 + half) * (1 + slip)
         o, hi, lo, close = candles[p.symbol][t_out - H]
         kind = p.exit_reason.split(":")[0]
         level = {"stop_loss": min(o, p.stop), "take_profit": max(o, p.target)}.get(kind, close)
-        assert sell == Decimal(repr(float(level))) * (1 - slip), (p, kind)
+        assert sell == Decimal(repr(float(level))) * (1 - half) * (1 - slip), (p, kind)
         assert buy_fee == qty * buy * fee_pct and sell_fee == qty * sell * fee_pct
         pnl = qty * sell - qty * buy - buy_fee - sell_fee
         assert p.pnl == pnl

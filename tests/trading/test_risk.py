@@ -399,13 +399,15 @@ WORST_OVERSHOOT: list[Decimal] = []  # the largest day's loss beyond the cap see
        stop_f=st.floats(0.005, 0.05), risk=st.floats(0.005, 0.05))
 def test_a_day_of_stop_outs_stays_within_the_daily_cap_but_for_gaps(steps, stop_f, risk):
     """Issue 17: the daily loss limit is a cap. Within a UTC day that starts flat, entries sized by the
-    gate and stopped out (fee and paper slippage) never take the day's loss beyond
-    ``risk.max_daily_loss_pct``; only a candle opening below a stop (a gap) may, and by no more than
+    gate and stopped out (fee, paper slippage and half the paper spread: a backtest's fills) never take
+    the day's loss beyond ``risk.max_daily_loss_pct``; only a candle opening below a stop (a gap) may, and by no more than
     what the gaps cost. Each step moves each pair: open = close x g, low = open x l, close = low x c."""
     cfg = make_cfg(trading={"position_size_pct": 0.5, "stop_loss_pct": 0.05},
                    risk={"max_open_positions": 4, "risk_per_trade_pct": risk, "max_daily_loss_pct": 0.03,
                          "max_drawdown_pct": 0.2, "cooldown_minutes": 0, "max_asset_exposure_pct": 1.0})
     fee, slip = D(str(cfg.paper.fee_pct)), D(str(cfg.paper.slippage_pct))
+    half = D(str(cfg.paper.spread_pct)) / 2
+    assert half > 0  # the default spread: the fills below pay it, so sizing must count it
     markets, syms = sample_markets(), SYMS[:4]
 
     async def main(path):
@@ -428,7 +430,7 @@ def test_a_day_of_stop_outs_stays_within_the_daily_cap_but_for_gaps(steps, stop_
                     if p is not None and low <= p.stop:
                         fill = min(open_, p.stop)
                         gaps += p.amount * (p.stop - fill)  # what opening below the stop cost
-                        cash += p.amount * fill * (1 - slip) * (1 - fee)
+                        cash += p.amount * fill * (1 - half) * (1 - slip) * (1 - fee)
                         del positions[s]
                 w = build(cash, {}, list(positions.values()), prices)
                 await gate.on_equity(w.equity, clock.now_ms())
@@ -440,14 +442,14 @@ def test_a_day_of_stop_outs_stays_within_the_daily_cap_but_for_gaps(steps, stop_
                     r = await gate.evaluate(opp(s, price=px, stop=px * (1 - stop_f), target=px * 1.2),
                                             markets[s], None, w)
                     if isinstance(r, Approval):
-                        cost = r.amount * r.price * (1 + slip)
+                        cost = r.amount * r.price * (1 + half) * (1 + slip)
                         cash -= cost * (1 + fee)
                         positions[s] = Position(symbol=s, strategy="t", amount=r.amount, entry_price=cost / r.amount,
                                                 stop=r.stop, target=r.target, opened_ms=clock.now_ms())
                         w = build(cash, {}, list(positions.values()), prices)
             # the day ends with a stop-out of everything still open (the worst case)
             for s, p in positions.items():
-                cash += p.amount * p.stop * (1 - slip) * (1 - fee)
+                cash += p.amount * p.stop * (1 - half) * (1 - slip) * (1 - fee)
             worst = max(worst, (start - cash) / start - D("0.03") - gaps / start)
             return worst
 
