@@ -82,7 +82,7 @@ def start_fakes() -> tuple[subprocess.Popen, str, str]:
 
 async def main(cycles: int, speed: float, notify: bool = False) -> None:
     from core.exchange.ccxt_gateway import CcxtGateway
-    from core.engine import Engine
+    from core.engine.loop import Engine
     from core.service.hooks import ServiceHooks
     from core.store.state import Store
 

@@ -13,7 +13,7 @@ the layers before it (``tests/test_architecture.py`` enforces this and the absen
 6. ``scan``: universe -> candles -> data quality -> indicators -> strategies -> ranking;
 7. ``trading``: risk gate, exchange rules, executors (paper, live), exits, portfolio, stats;
 8. ``tax``: the ledger, imports and reports;
-9. ``engine``: the loop that drives scan -> risk -> execute -> exits;
+9. ``engine``: the loop that drives scan -> risk -> execute -> exits, its observers' hooks, manual control;
 10. ``service`` (systemd, health, the live dashboard), ``notify`` (outbox sender, Telegram) and ``backtest``;
 11. ``research``: optional tools for a desktop or cluster (never imported by the appliance);
 12. ``commands`` and ``cli``: one module per subcommand.

@@ -29,9 +29,6 @@ import random
 import re
 import sqlite3
 import signal
-import subprocess
-import sys
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -39,29 +36,18 @@ from pathlib import Path
 from core.models import BUY
 from core.store.state import connect_sync, fill_from_row, FILL_COLUMNS
 from tests.support.emulator import running_emulator
-from tests.support.fast_clock import market_ms
+from tests.support.fast_clock import MARKET_T0, MONITOR_S, SPEED, FastService, churn_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED = 20_240_611
 KILLS = int(os.environ.get("PT_CRASH_KILLS", "32"))  # at least 30 in CI; fewer only when debugging
-SPEED = 720.0
-MONITOR_S = 0.5  # trading.monitor_interval_s of the test's config
-MARKET_T0 = 1_615_420_800_000  # 2021-03-11 00:00 UTC
 D = Decimal
 
 
 def write_config(d: Path, url: str) -> Path:
-    cfg = json.loads((ROOT / "config.json").read_text())
+    cfg = churn_config(url)  # churn on purpose, so orders keep coming
     cfg["mode"] = "live"
-    cfg["exchange"].update({"api_url": url, "timeout_s": 5.0, "weight_budget_pct": 0.9})
-    cfg["universe"].update({"max_pairs": 12, "min_quote_volume": 0, "refresh_s": 3600})
-    cfg["scanner"].update({"interval_s": 2, "timeframes": ["1h"], "confirm_timeframe": None, "candles": 300,
-                           "min_opportunity_score": 0.0})
-    # churn on purpose: tight exits and at most one candle per position, so orders keep coming
-    cfg["trading"].update({"stop_loss_pct": 0.003, "take_profit_pct": 0.006, "monitor_interval_s": MONITOR_S,
-                           "max_hold_hours": 1})
-    cfg["risk"].update({"cooldown_minutes": 0, "max_open_positions": 6, "max_daily_loss_pct": 0.5,
-                        "max_drawdown_pct": 0.5})
+    cfg["universe"]["refresh_s"] = 3600
+    cfg["risk"]["max_open_positions"] = 6
     path = d / "config.json"
     path.write_text(json.dumps(cfg))
     return path
@@ -199,34 +185,16 @@ class RestartChecks:
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(SEED)
     with running_emulator(balances={"USDT": "10000"}, start_ms=MARKET_T0, seed=SEED) as emu:
-        wall_t0 = int(time.time() * 1000)
-        stop_clock = threading.Event()
-
-        def market_clock():
-            while not stop_clock.is_set():
-                emu.set_time(max(emu.now_ms, market_ms(time.time() * 1000, MARKET_T0, wall_t0, SPEED)))
-                time.sleep(0.02)
-
-        threading.Thread(target=market_clock, daemon=True).start()
         config = write_config(tmp_path, emu.url)
         env_file = tmp_path / "pitrader.env"
         env_file.write_text(f"BINANCE_API_KEY={emu.api_key}\nBINANCE_API_SECRET={emu.api_secret}\n")
         state = tmp_path / "state"
-        env = dict(os.environ, PT_MARKET_T0_MS=str(MARKET_T0), PT_WALL_T0_MS=str(wall_t0), PT_SPEED=str(SPEED))
-        env.pop("STATE_DIRECTORY", None)
-        cmd = [sys.executable, "-m", "tests.support.fast_clock", "--config", str(config), "--env-file",
-               str(env_file), "--state-dir", str(state), "run"]
-        logs: list[Path] = []
-
-        def launch() -> subprocess.Popen:
-            out = tmp_path / f"run-{len(logs):02d}.log"
-            logs.append(out)
-            return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out.open("w"), stderr=subprocess.STDOUT)
-
         # kills by kind: "start_up" at a random moment from launch (often inside start-up/reconciliation),
         # "timer" at a random moment after start-up, "after_order" right after an order reached the exchange
         kinds = {"start_up": 0, "timer": 0, "after_order": 0}
         checks = RestartChecks(state, emu)
+        svc = FastService(emu, tmp_path, config, env_file, state)
+        logs, launch = svc.logs, svc.launch
 
         def wait(proc, seconds: float, until=lambda: False) -> None:
             deadline = time.monotonic() + seconds
@@ -234,7 +202,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
                 checks.after_start(logs[-1], launched_at)
                 time.sleep(0.002)
 
-        try:
+        with svc:  # leaving it stops the market (no stop fills after the last run) and kills a run left going
             for i in range(KILLS):
                 launched_at = emu.now_ms
                 proc = launch()
@@ -265,10 +233,6 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path):
             assert checks.checked_runs and checks.last_checked == logs[-1], "the last run never finished its start"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0, logs[-1].read_text()[-3000:]
-        finally:
-            stop_clock.set()
-            if proc.poll() is None:
-                proc.kill()
 
         text = "\n".join(p.read_text() for p in logs)
         trades, orders, balances = emu.trades, emu.order_list, emu.balances

@@ -14,7 +14,8 @@ from decimal import Decimal
 import pytest
 
 from core.config import Config
-from core.engine import CycleReport, Engine
+from core.engine.hooks import CycleReport
+from core.engine.loop import Engine
 from core.models import ScanResult
 from core.exchange.setup import replay_setup
 from core.store.state import Store

@@ -4,7 +4,8 @@ import logging
 from dataclasses import replace
 
 from core.config import Config, config_from_dict
-from core.engine import PAUSE_KEY, Engine
+from core.engine.loop import Engine
+from core.engine.manual import PAUSE_KEY
 from core.exchange.setup import replay_setup
 from core.service.remote import EngineRemote
 from core.store.state import Store

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from core.clock import WallClock
 from core.config import Config
-from core.engine import Engine
+from core.engine.loop import Engine
 from core.exchange.gateway import TemporaryError
 from core.trading.paper import PaperExecutor
 from core.exchange.setup import replay_setup

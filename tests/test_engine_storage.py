@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from core.engine import Engine
+from core.engine.loop import Engine
 from core.exchange.setup import replay_setup
 from core.store.errors import StateDatabaseError, storage_fault
 from core.store.state import Store

@@ -1,6 +1,6 @@
 """Backtest: the real engine over recorded candles on a virtual clock, as fast as the machine allows.
 
-Nothing is re-implemented for the backtest: ``core.engine.Engine`` runs its normal cycle --
+Nothing is re-implemented for the backtest: ``core.engine.loop.Engine`` runs its normal cycle --
 scan, risk gate, paper executor, exits, store and fills ledger -- over ``ReplayGateway`` (which
 only shows candles closed by the virtual clock). Three things make it fast, none of which
 changes a decision:
@@ -240,7 +240,8 @@ async def simulate(loaded: Loaded, table, db: Path | None = None, verify: int = 
     cycle, signal and rejection counts stop early (the baselines use it, never the strategy's run)."""
     from core.backtest.signals import PrecomputedPipeline, reference_check
     from core.store.backtest import backtest_store
-    from core.engine import Engine, Hooks
+    from core.engine.hooks import Hooks
+    from core.engine.loop import Engine
     from core.trading.stats import trades_of
 
     ui = progress or Progress()

@@ -44,7 +44,7 @@ def run_command(ctx, action: str, args: dict) -> int:
 
 async def _direct(ctx, cfg, action: str, args: dict) -> tuple[bool, str]:
     from core.clock import WallClock
-    from core.engine import Engine
+    from core.engine.loop import Engine
     from core.exchange.gateway import GatewayError
     from core.exchange.setup import live_setup
     from core.service.control import CommandFailed, execute

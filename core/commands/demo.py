@@ -23,7 +23,8 @@ def configure(p) -> None:
 
 async def _demo(args, ctx, cfg) -> dict:
     from core.service.dashboard import Dashboard
-    from core.engine import Engine, Hooks
+    from core.engine.hooks import Hooks
+    from core.engine.loop import Engine
     from core.timeframes import timeframe_ms
     from core.exchange.setup import replay_setup
     from core.store.state import Store

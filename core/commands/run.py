@@ -21,7 +21,7 @@ def configure(p) -> None:
 
 
 async def _run(args, ctx) -> int:
-    from core.engine import Engine
+    from core.engine.loop import Engine
     from core.exchange.setup import live_setup, replay_setup
     from core.service.hooks import ServiceHooks, setup_service_logging
     from core.service.backups import BackupSchedule

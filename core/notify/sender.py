@@ -96,9 +96,7 @@ class Sender:
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def open(self) -> None:
-        self._db = await aiosqlite.connect(str(self.db_path), isolation_level=None)
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = await outbox.connect(self.db_path)
         for ch in self.channels:
             await outbox.start_channel(self._db, ch.name)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
@@ -115,13 +113,8 @@ class Sender:
         """Write an event through our own connection (for tasks outside the engine's loop)."""
         assert self._db is not None, "open() first"
         async with self._db_lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
+            async with outbox.transaction(self._db):
                 event_id = await outbox.add_event(self._db, event)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
         self.wake()
         return event_id
 
@@ -131,13 +124,8 @@ class Sender:
         assert self._db is not None, "open() first"
         async with self._db_lock:
             floor = await outbox.min_cursor(self._db, [c.name for c in self.channels])
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
+            async with outbox.transaction(self._db):
                 n = await outbox.prune(self._db, self.wall_ms() - int(self.keep_days * 86_400_000), floor)
-                await self._db.execute("COMMIT")
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
         return n
 
     def wake(self) -> None:

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from core.engine import CycleReport
+from core.engine.hooks import CycleReport
 from core.service.tables import fit_table, num
 
 

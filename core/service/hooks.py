@@ -11,7 +11,7 @@ from typing import Callable
 from core.config import Config
 
 from core.secrets import Secrets
-from core.engine import CycleReport, Hooks
+from core.engine.hooks import CycleReport, Hooks
 from core.exchange.activity import NETWORK
 from core.service.health import HealthMonitor
 from core.service.memory import release_library_pages

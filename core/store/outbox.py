@@ -7,6 +7,9 @@ delivered event instead of repeating it.
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
 
 import aiosqlite
 
@@ -32,6 +35,29 @@ CREATE TABLE notify_sent (
     PRIMARY KEY (channel, event_id)
 ) WITHOUT ROWID;
 """
+
+
+async def connect(path: str | Path) -> aiosqlite.Connection:
+    """A connection of the notification sender's own (WAL lets it read while the engine writes).
+    ``synchronous=NORMAL``: a delivery record lost in a power cut only means a message is sent
+    again (delivery is at least once)."""
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout=5000")
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+@asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+    """One write transaction on a connection of its own (``BEGIN IMMEDIATE``): committed at the end
+    of the block, rolled back if it raises."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
 
 
 def _event(row) -> Event:
@@ -83,8 +109,7 @@ async def pending(conn: aiosqlite.Connection, channel: str, limit: int = 500) ->
 
 async def mark_sent(conn: aiosqlite.Connection, channel: str, ids: list[int]) -> None:
     """Record a delivery and move the channel's floor past every id now done (one transaction)."""
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    async with transaction(conn):
         await conn.executemany("INSERT OR IGNORE INTO notify_sent (channel, event_id) VALUES (?, ?)",
                                [(channel, i) for i in ids])
         floor = await get_cursor(conn, channel) or 0
@@ -96,10 +121,6 @@ async def mark_sent(conn: aiosqlite.Connection, channel: str, ids: list[int]) ->
         if new_floor > floor:
             await set_cursor(conn, channel, new_floor)
             await conn.execute("DELETE FROM notify_sent WHERE channel = ? AND event_id <= ?", (channel, new_floor))
-        await conn.execute("COMMIT")
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
 
 
 async def start_channel(conn: aiosqlite.Connection, channel: str) -> bool:

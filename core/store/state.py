@@ -5,7 +5,7 @@ mistaken for real ones. ``fills`` is append-only (triggers refuse UPDATE/DELETE)
 is derived from it. Order and fill writes use ``synchronous=FULL``; snapshots are batched.
 
 This package is the only place with SQL: the executors, commands and the tax ledger call the
-methods here (async ``Store`` for the service; ``core.store.readonly`` and ``core.store.ledger``
+methods here (async ``Store`` for the service; ``core.store.readonly`` and ``core.store.ledger_queries``
 for the synchronous commands). The schema and its checks live in ``core.store.schema``.
 """
 from __future__ import annotations

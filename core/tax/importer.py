@@ -34,7 +34,7 @@ from core.tax.periods import iso
 from core.tax.records import Entry, LedgerError, MissingPriceError, OversellError, Settings, describe
 from core.models import SELL, Fill
 from core.store import ledger_queries
-from core.store.state import FILL_COLUMNS, fill_from_row
+from core.store.state import fill_from_row
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,6 @@ class ImportResult:
     bot_duplicates: int  # the same trade as a fill the bot recorded
     corrections: int = 0  # of the imported: rows whose trade id belonged to a reversed fill
     problems: tuple[str, ...] = ()  # what still stops a report, all of it there before this import
-
-
-# --- writing ------------------------------------------------------------------------------------
-
-_INSERT = ("INSERT OR IGNORE INTO fills (trade_id, ts_ms, symbol, side, quantity, price, fee, fee_asset, order_id,"
-           " source, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 
 
 # The column of each format that a ledger problem is about.
@@ -262,7 +256,7 @@ def import_file(conn: sqlite3.Connection, path: str | Path, now_ms: int | None =
     for attempt in range(_ATTEMPTS):
         locked = attempt == _ATTEMPTS - 1
         if locked:
-            conn.execute("BEGIN IMMEDIATE")
+            ledger_queries.begin_write(conn)
         try:
             version = ledger_queries.last_fill_id(conn)
             # bulk: 10^5 rows of small objects (the cyclic GC would rescan them over and over);
@@ -271,25 +265,18 @@ def import_file(conn: sqlite3.Connection, path: str | Path, now_ms: int | None =
                 entries = _load(conn) if parsed.fills else []
                 plan = _plan(parsed, path, _Known(entries))
                 problems = _validate(entries, plan, path, parsed.format, settings) if plan.fresh else ()
-                # format(.., "f"): amounts stored as plain digits, exactly as given (1E-05 becomes 0.00001)
-                rows = [(f.trade_id, f.ts_ms, f.symbol, f.side, format(f.quantity, "f"), format(f.price, "f"),
-                         format(f.fee, "f"), f.fee_asset, f.order_id, f.source, now_ms) for f, _ in plan.fresh]
-            if not locked:
-                conn.execute("BEGIN IMMEDIATE")
-                if ledger_queries.last_fill_id(conn) != version:  # the bot recorded a fill meanwhile
-                    conn.execute("ROLLBACK")
-                    continue
-            before = conn.total_changes
-            conn.executemany(_INSERT, rows)
-            imported = conn.total_changes - before
+            if not locked and not ledger_queries.begin_write_if_unchanged(conn, version):
+                continue  # the bot recorded a fill meanwhile: check again
+            with bulk():
+                imported = ledger_queries.insert_imported(conn, (f for f, _ in plan.fresh), now_ms)
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            ledger_queries.rollback(conn)
             raise
-        conn.execute("COMMIT")
+        ledger_queries.commit(conn)
         break
     result = ImportResult(str(path), parsed.format, len(parsed.fills), imported,
-                          plan.duplicates + len(rows) - imported, plan.bot_duplicates, plan.corrections, problems)
+                          plan.duplicates + len(plan.fresh) - imported, plan.bot_duplicates, plan.corrections,
+                          problems)
     log.info("tax import %s (%s): %d rows, %d imported (%d corrections of reversed fills), %d duplicates, "
              "%d already recorded by the bot", path, parsed.format, result.rows, imported, result.corrections,
              result.duplicates, result.bot_duplicates)
@@ -303,29 +290,17 @@ class ReversalError(ValueError):
 def add_reversal(conn: sqlite3.Connection, fill_id: int, now_ms: int | None = None) -> int:
     """Append an entry that cancels fill ``fill_id`` (the ledger's only way to correct a fill)."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute(f"SELECT {FILL_COLUMNS}, reverses FROM fills WHERE id=?", (fill_id,)).fetchone()
+    with ledger_queries.write_lock(conn):
+        row = ledger_queries.ledger_row(conn, fill_id)
         if row is None:
             raise ReversalError(f"fill #{fill_id}: no such fill")
-        rows = conn.execute(f"SELECT {FILL_COLUMNS}, reverses FROM fills WHERE reverses IS NOT NULL OR id=?",
-                            (fill_id,)).fetchall()
-        entries = [Entry(fill_from_row(r), r[0], r[11]) for r in rows]
+        entries = [Entry(fill_from_row(r), r[0], r[11]) for r in ledger_queries.reversal_rows(conn, fill_id)]
         if _cancelled(entries, fill_id):
             raise ReversalError(f"fill #{fill_id}: already reversed")
         n = sum(1 for e in entries if e.reverses == fill_id) + 1
-        f = fill_from_row(row)
-        cur = conn.execute(
-            "INSERT INTO fills (trade_id, ts_ms, symbol, side, quantity, price, fee, fee_asset, order_id, source,"
-            " reverses, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (f"reversal:{fill_id}:{n}", f.ts_ms, f.symbol, f.side, str(f.quantity), str(f.price), str(f.fee),
-             f.fee_asset, f.order_id, f.source, fill_id, now_ms))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    log.info("tax reverse: fill #%d reversed by fill #%d", fill_id, cur.lastrowid)
-    return cur.lastrowid
+        new_id = ledger_queries.insert_reversal(conn, f"reversal:{fill_id}:{n}", fill_from_row(row), fill_id, now_ms)
+    log.info("tax reverse: fill #%d reversed by fill #%d", fill_id, new_id)
+    return new_id
 
 
 def _cancelled(entries: list[Entry], fill_id: int) -> bool:

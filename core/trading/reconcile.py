@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from core.exchange.gateway import GatewayError
 from core.models import BUY, SELL
-from core.trading.protection import is_target_leg
+from core.trading.protection_placement import is_target_leg
 
 log = logging.getLogger("core.trading.live")  # one logger for the live executor, whichever module speaks
 

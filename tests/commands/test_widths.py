@@ -15,7 +15,7 @@ from core.backtest.report import render as render_backtest
 from core.backtest.runner import BacktestResult
 from core.commands import scan, status
 from core.config import Config
-from core.engine import CycleReport
+from core.engine.hooks import CycleReport
 from core.models import Opportunity, Position, ScanResult
 from core.service.dashboard import Dashboard
 from core.service.tables import num

@@ -5,7 +5,7 @@ from decimal import Decimal
 from core.config import Config
 
 from core.secrets import Secrets
-from core.engine import CycleReport
+from core.engine.hooks import CycleReport
 from core.models import ScanResult
 from core.service.hooks import ServiceHooks, status_line
 

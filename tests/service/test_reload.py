@@ -93,7 +93,7 @@ def test_sighup_is_acknowledged_and_applied_during_the_wait_not_at_the_next_cycl
     from dataclasses import replace as dc_replace
 
     from core.config import Config
-    from core.engine import Engine
+    from core.engine.loop import Engine
     from core.exchange.setup import replay_setup
     from core.service.hooks import ServiceHooks
     from core.store.state import Store

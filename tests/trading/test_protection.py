@@ -298,7 +298,7 @@ def test_a_protection_that_passes_is_one_the_exchange_accepts(amount, stop, offs
 @pytest.mark.parametrize("cid, kind", [("ptab12cd-3-s7", "stop"), ("ptab12cd-3-t7", "target"),
                                        ("ptab12cd-3-x1", None), ("ptab12cd-3-e1", None)])
 def test_leg_kinds_come_from_the_client_id(cid, kind):
-    from core.trading.protection import leg_kind
+    from core.trading.protection_placement import leg_kind
     assert leg_kind(cid) == kind
 
 

@@ -3,7 +3,8 @@
 Only the gateway and the clock differ between modes. One cycle is one await-able unit of work;
 a stop request (SIGINT/SIGTERM) is honoured between steps, never in the middle of an order, and
 the store is flushed before the loop returns. With a wall clock, open positions are also
-checked for exits every ``trading.monitor_interval_s`` between scans.
+checked for exits every ``trading.monitor_interval_s`` between scans. Observers: ``hooks``;
+manual control (pause, exclude, close): ``manual``.
 """
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Awaitable, Callable, TypeVar
 
 from core.clock import Clock, VirtualClock
-from core.log import audit
 from core.config import Config, ConfigError
+from core.engine.hooks import CycleReport, Hooks
+from core.engine.manual import ManualControl
 from core.trading.factory import make_executor
 from core.trading.exits import candle_exit, exit_reason
 from core.trading.stop_fill import resting_exit
@@ -28,63 +29,14 @@ from core.trading.risk import Approval, RiskGate
 from core.store.errors import StateDatabaseError, storage_fault
 from core.store.state import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("core.engine")  # one logger for the engine, whichever module speaks
 T = TypeVar("T")
 
-EQUITY_EVERY_MS = 60_000
-EXCLUDED_KEY = "excluded_symbols"  # bot_state: `pitrader exclude` (symbol -> who), kept across restarts
-PAUSE_KEY = "entries_paused"  # bot_state: a manual pause, kept across restarts  # equity snapshots: at most one a minute
+EQUITY_EVERY_MS = 60_000  # equity snapshots: at most one a minute
 SUMMARY_EVERY_MS = 3_600_000  # an unchanged cycle summary is repeated at INFO once an hour
 
 
-@dataclass
-class CycleReport:
-    """What one cycle did; feeds the display, STATUS= line and `status`."""
-
-    ts_ms: int
-    scan: ScanResult
-    equity: Decimal
-    cash: Decimal
-    open_positions: int
-    entries: list[str] = field(default_factory=list)
-    exits: list[str] = field(default_factory=list)
-    rejections: int = 0
-    refused: dict[str, int] = field(default_factory=dict)  # this cycle's refusals by check
-    halts: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
-    prices: dict[str, float] = field(default_factory=dict)  # the cycle's marks (open positions, candidates)
-
-
-class Hooks:
-    """Optional observers of the loop (systemd notify, health, display); all no-ops here."""
-
-    async def on_ready(self, report: CycleReport) -> None: ...
-
-    async def on_cycle(self, report: CycleReport) -> None: ...
-
-    async def on_reloading(self) -> None: ...
-
-    async def on_reloaded(self, ok: bool, cfg: Config) -> None:
-        """After a reload attempt; ``cfg`` is the configuration now in force."""
-
-    async def on_stopping(self) -> None: ...
-
-    def progress(self) -> None:
-        """The loop completed a step (or is waiting on purpose): feeds the watchdog."""
-
-    def interval_factor(self) -> float:
-        """Health can slow the loop down (hot, low memory)."""
-        return 1.0
-
-    def entries_paused(self) -> str | None:
-        """A reason to pause new entries (exits keep running), or None."""
-        return None
-
-    async def on_tick(self, engine: "Engine") -> None:
-        """Every monitor interval between scans (the service's manual command queue)."""
-
-
-class Engine:
+class Engine(ManualControl):
     start_retry_s = 5.0  # first wait after a failed start; doubles up to 5 minutes
 
     def __init__(self, cfg: Config, gateway: ExchangeGateway, store: Store, clock: Clock, *,
@@ -152,73 +104,11 @@ class Engine:
         await self.executor.start()
         self._started = True
 
-    # --- manual control (CLI, Telegram): every action logged at WARNING and audited ------------
-    async def load_manual_state(self) -> None:
-        """The pause and the runtime blacklist as the store has them (start, or a CLI acting directly)."""
-        self._paused = await self.store.get_state(PAUSE_KEY)
-        self.excluded = dict(await self.store.get_state(EXCLUDED_KEY, {}) or {})
-
-    async def exclude(self, symbol: str, who: str, remove: bool = False) -> bool:
-        """Add ``symbol`` to (or take it off) the runtime blacklist: no new entries on it; open positions
-        keep their exits. False: nothing changed."""
-        if remove == (symbol not in self.excluded):
-            return False
-        if remove:
-            del self.excluded[symbol]
-        else:
-            self.excluded[symbol] = who
-        await self.store.set_state(EXCLUDED_KEY, self.excluded)
-        log.warning("%s %s by %s", symbol, "no longer excluded" if remove else "excluded from new entries", who)
-        audit("include" if remove else "exclude", symbol=symbol, by=who)
-        return True
-
     async def between_steps(self, action: Callable[[], Awaitable[T]]) -> T:
         """Run ``action()`` from another task while the loop is between steps (never inside a cycle,
         an exit check or a store transaction of the loop)."""
         async with self._step:
             return await action()
-
-    async def pause(self, who: str) -> bool:
-        """Stop new entries (exits go on) until ``resume``; survives restarts. False: already paused."""
-        if self._paused is not None:
-            return False
-        self._paused = {"by": who, "since_ms": self.clock.now_ms()}
-        await self.store.set_state(PAUSE_KEY, self._paused)
-        log.warning("entries paused by %s (exits go on)", who)
-        audit("pause", by=who)
-        return True
-
-    async def resume(self, who: str) -> bool:
-        if self._paused is None:
-            return False
-        self._paused = None
-        await self.store.delete_state(PAUSE_KEY)
-        log.warning("entries resumed by %s", who)
-        audit("resume", by=who)
-        return True
-
-    def pause_reason(self) -> str | None:
-        """Why new entries are paused right now (manual, storage or health), or None."""
-        if self._paused is not None:
-            return f"paused by {self._paused['by']}"
-        if self.storage_fault:
-            return f"state database not writable ({self.storage_fault})"
-        return self.hooks.entries_paused()
-
-    async def close_symbol(self, symbol: str, who: str) -> int:
-        """Sell every open position in ``symbol`` at market now; returns how many were closed."""
-        positions = [p for p in self.executor.positions if p.symbol == symbol and str(p.status) == "open"]
-        if not positions:
-            return 0
-        price = (await self.prices({symbol})).get(symbol)
-        if price is None:
-            raise GatewayError(f"no current price for {symbol}: nothing sold")
-        for pos in positions:
-            log.warning("manual close of %s #%s by %s at ~%s", pos.symbol, pos.id, who, price)
-            audit("manual_close", symbol=pos.symbol, position=pos.id, by=who)
-            await self.executor.close_position(pos, f"manual: {who}", price)
-            self.risk.on_exit(pos.symbol, self.clock.now_ms())
-        return len(positions)
 
     # --- one cycle ----------------------------------------------------------------------------
     async def scan(self) -> ScanResult:
