@@ -5,7 +5,7 @@ emulator; each must end in a documented state with nothing lost.
     sudo .venv/bin/python benchmarks/fault_injection.py [--only disk|corrupt|hang]
 
 - disk: the state directory is a 24 MiB tmpfs (needs root for `mount`; without it the scenario
-  is skipped and tests/test_engine_storage.py's sqlite-layer injection is what covers it). Once
+  is skipped and tests/engine/test_storage.py's sqlite-layer injection is what covers it). Once
   READY, a filler file takes every free byte. Expected: the service keeps running (exit monitor
   alive), one WARNING "cannot be written", no traceback; after the filler is removed one INFO
   "writable again"; SIGTERM -> exit 0; the database passes integrity_check and holds every

@@ -99,7 +99,7 @@ def test_sighup_is_acknowledged_and_applied_during_the_wait_not_at_the_next_cycl
     from core.store.state import Store
     from tests.conftest import SAMPLE
     from tests.service.test_systemd import FakeSystemd
-    from tests.test_engine_resilience import FollowClock
+    from tests.engine.test_resilience import FollowClock
 
     sock_dir = tmp_path / "n"
     sock_dir.mkdir()

@@ -15,7 +15,7 @@ from core.exchange.setup import replay_setup
 from core.store.errors import StateDatabaseError, storage_fault
 from core.store.state import Store
 from tests.conftest import SAMPLE
-from tests.test_engine_resilience import FollowClock, _cfg
+from tests.engine.test_resilience import FollowClock, _cfg
 
 
 class SqliteFaults:
