@@ -66,7 +66,7 @@ class ScannerConfig:
 @dataclass(frozen=True)
 class StrategiesConfig:
     enabled: list = opt(["mean_reversion"], "strategy plugins to run, by name (the others ship disabled: "
-                        "they lose to random entries, see README Strategies)",
+                        "one loses money, one does not beat random entries; see README Strategies)",
                         min_items=1, min_items_why="expected at least one strategy (with none, nothing is ever traded)")
     weights: dict = opt({}, "ranking weight per strategy name (default 1.0)")
     params: dict = opt({}, "per-strategy parameters: {name: {param: value}}, validated by each plugin")

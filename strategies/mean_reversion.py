@@ -1,13 +1,19 @@
 """Mean reversion: buy a stretched dip (close at or below the lower Bollinger band, RSI
-oversold, often on a volume spike) as long as the pair is not in a strong downtrend, and
-aim for the band's middle.
+oversold, often on a volume spike) in one of the market's recent laggards, only while the
+market as a whole is rising, and aim for the band's middle.
+
+Why: over hours to days crypto pairs revert against the cross-section -- the pairs that fell
+most relative to the rest over the last three days bounce the most (short-term reversal); a
+per-pair bot cannot see that, the scanner can (``MarketState.strength``). Measured on the shared
+1h data, dips in the weakest 15 % beat dips in any pair and random entries (research/README.md).
+In a falling market a laggard's dip is a falling knife, hence the regime filter.
 
 Score (0..100): Bollinger %b from 0.2 down to 0 (0..35); RSI from ``rsi_oversold + 10``
 down to ``rsi_oversold`` (0..35); volume z-score from 0 to ``volume_z`` (0..20); the last
 candle closed up, a first sign of a bounce (10). Required: at least one of the first two,
 no strong downtrend (ADX >= ``adx_strong`` with the close under the trend EMA), the close
-above its ``uptrend_period`` mean (a dip inside a longer uptrend, not a falling knife; 0: off)
-and, with ``regime_filter``, a risk-on market. The scanner's higher-timeframe confirmation
+above its ``uptrend_period`` mean (a dip inside a longer uptrend; 0: off), relative strength at
+most ``strength_max`` and, with ``regime_filter``, a risk-on market. The scanner's higher-timeframe confirmation
 does not apply (``confirmed = False``): a dip is, by design, where the higher timeframe is weak.
 Stop: ``stop_atr`` ATRs below the close; target: the Bollinger middle, at least
 ``min_target_atr`` ATRs above the close.
@@ -35,6 +41,9 @@ class MeanReversionParams:
     adx_strong: float = opt(30.0, "ADX from which a downtrend is too strong to fade", min=0, max=100)
     uptrend_period: int = opt(0, "buy dips only while the close is above its mean over this many candles "
                                    "(0: off)", min=0, max=2000)
+    strength_max: float = opt(0.15, "relative strength (percentile among the scanned pairs, 0..1) a pair may "
+                              "have at most: dips of the last days' laggards revert the most (1: any pair)",
+                              min=0, max=1)
     regime_filter: bool = opt(True, "stand aside while the market is not risk-on (breadth below half or BTC "
                               "under its trend mean; see strategies.base.MarketState)")
     atr_period: int = opt(14, "ATR period for stop and target", min=1, max=500)
@@ -44,7 +53,7 @@ class MeanReversionParams:
 
 class MeanReversion(Strategy):
     Params = MeanReversionParams
-    summary = "Bollinger lower band, RSI oversold, volume spike, inside an uptrend"
+    summary = "Bollinger lower band, RSI oversold, volume spike, in a recent laggard, in a rising market"
     confirmed = False
 
     def min_candles(self) -> int:
@@ -74,8 +83,11 @@ class MeanReversion(Strategy):
         allowed = (band_pts + rsi_pts > 0) & ~strong_down & (atr > 0)
         if p.uptrend_period:
             allowed &= close > last(ind.sma(p.uptrend_period))
+        market = data.regime()
+        if p.strength_max < 1:
+            allowed &= market.strength <= p.strength_max
         if p.regime_filter:
-            allowed &= data.regime().risk_on
+            allowed &= market.risk_on
         score = np.where(allowed, score, 0.0)
         target = np.fmax(middle, close + p.min_target_atr * atr)
 

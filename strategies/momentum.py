@@ -1,12 +1,23 @@
-"""Momentum: buy strength that is breaking out, on volume, with the higher timeframe
-moving the same way; back off when RSI says the move is exhausted.
+"""Momentum (cross-sectional): buy the strongest pairs of the universe after a pullback, only
+while the market as a whole is rising.
 
-Score (0..100): rate of change from 0 to ``roc_full`` % (0..30), required to be positive;
-close above the previous ``breakout_period`` candles' high (Donchian breakout, 25); volume
-z-score from 0 to ``volume_z`` (0..20); higher timeframe ROC positive (12.5) and close above
-its EMA (12.5) -- without a higher timeframe those 25 points cannot be earned. RSI above
-``rsi_max`` halves the score. With ``regime_filter`` it stands aside unless the market is
-risk-on. Stop and target are ATR multiples from the close.
+Why: over days to weeks, crypto pairs that outran the rest on a volatility-adjusted basis tend to
+keep outrunning it while the market is up (cross-sectional momentum); a per-pair bot cannot see
+that, the scanner can (``MarketState.strength``, the pair's percentile among every scanned pair).
+The entry waits for a pullback (RSI down to ``pullback_rsi``, then a green candle): at hourly
+horizons short-term reversal is strong, and buying leaders on fresh highs lost to random entries
+(research/README.md); ``entry = "breakout"`` keeps that variant for other timeframes. In a
+falling market the strongest coin still falls, so the strategy stands aside.
+
+Required: a risk-on market (with ``regime_filter``); relative strength at least ``strength_min``;
+a positive ``roc_period`` rate of change (1h: one week); the close above its ``trend_period``
+mean; the entry (``pullback``: RSI at most ``pullback_rsi`` and the last candle green;
+``breakout``: the close above the previous ``breakout_period`` candles' high); RSI at most
+``rsi_max`` (a vertical move is left alone). With a higher timeframe, its close above
+its ``higher_ema`` EMA as well.
+Score (0..100): 60, plus relative strength from ``strength_min`` to 1 (0..25), plus volume
+z-score from 0 to ``volume_z`` (0..15). Stop ``stop_atr`` ATRs below the close, target
+``target_atr`` ATRs above it (the risk gate keeps that reward:risk when it clamps the stop).
 """
 from __future__ import annotations
 
@@ -15,78 +26,86 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.fields import opt
-from strategies.base import ScanInput, Signals, Strategy, flag, last, ramp
+from strategies.base import ScanInput, Signals, Strategy, last, ramp
 
 
 @dataclass(frozen=True)
 class MomentumParams:
-    roc_period: int = opt(10, "rate-of-change period, candles", min=1, max=500)
-    roc_full: float = opt(10.0, "ROC in percent that earns all ROC points", gt=0, max=1000)
-    breakout_period: int = opt(20, "breakout above the high of this many previous candles", min=2, max=500)
+    roc_period: int = opt(168, "the trend's horizon, candles (1h: one week)", min=1, max=1000)
+    trend_z: float = opt(0.0, "the roc_period log return divided by the volatility expected over it (a "
+                         "volatility-adjusted trend) must exceed this", min=-10, max=10)
+    strength_min: float = opt(0.7, "relative strength (percentile among the scanned pairs, 0..1) a pair needs",
+                              min=0, max=1)
+    trend_period: int = opt(200, "the close must be above its mean over this many candles", min=2, max=2000)
+    entry: str = opt("pullback", "when to enter a strong pair: on a pullback (RSI at most pullback_rsi, the last "
+                     "candle green) or on a breakout above the previous breakout_period candles' high",
+                     choices=("pullback", "breakout"))
+    pullback_rsi: float = opt(35.0, "pullback entry: RSI at or below this", min=1, max=100)
+    breakout_period: int = opt(24, "breakout entry: above the high of this many previous candles", min=2, max=500)
     volume_period: int = opt(20, "candles the volume z-score compares against", min=2, max=500)
-    volume_z: float = opt(2.0, "volume z-score that counts as a full volume breakout", gt=0, max=20)
+    volume_z: float = opt(2.0, "volume z-score that earns all volume points", gt=0, max=20)
     rsi_period: int = opt(14, "RSI period", min=2, max=500)
-    rsi_max: float = opt(80.0, "RSI above this halves the score (exhausted move)", min=1, max=100)
-    higher_roc_period: int = opt(10, "ROC period on the higher timeframe", min=1, max=500)
-    higher_ema: int = opt(20, "EMA period on the higher timeframe", min=2, max=500)
+    rsi_max: float = opt(80.0, "RSI above this: no signal (exhausted move)", min=1, max=100)
+    higher_ema: int = opt(50, "EMA period on the higher timeframe the close must be above", min=2, max=500)
     regime_filter: bool = opt(True, "stand aside while the market is not risk-on (breadth below half or BTC "
                               "under its trend mean; see strategies.base.MarketState)")
     atr_period: int = opt(14, "ATR period for stop and target", min=1, max=500)
     stop_atr: float = opt(2.0, "stop this many ATRs below the close", gt=0, max=50)
-    target_atr: float = opt(3.0, "target this many ATRs above the close", gt=0, max=100)
+    target_atr: float = opt(6.0, "target this many ATRs above the close", gt=0, max=100)
 
 
 class Momentum(Strategy):
     Params = MomentumParams
-    summary = "ROC, Donchian/volume breakout, higher-timeframe agreement"
+    summary = "strongest pairs (relative strength) after a pullback, in a rising market"
+    confirmed = False  # its own higher-timeframe check (close above the EMA) replaces the scanner's
 
     def min_candles(self) -> int:
         p = self.params
-        return 2 * max(p.roc_period + 1, p.breakout_period + 1, p.volume_period + 1, p.rsi_period + 1,
-                       p.atr_period + 1)
+        return max(p.roc_period + 1, p.trend_period, 2 * (p.breakout_period + 1), 2 * (p.volume_period + 1),
+                   2 * (p.rsi_period + 1), 2 * (p.atr_period + 1))
 
     def min_higher_candles(self) -> int:
-        p = self.params
-        return 2 * max(p.higher_roc_period + 1, p.higher_ema)
+        return self.params.higher_ema + 10  # the EMA is seeded by the mean of its first candles, then a margin
 
     def evaluate(self, data: ScanInput) -> Signals:
         p, ind = self.params, data.signal
+        market = data.regime()
         close = last(ind.close)
         roc = last(ind.roc(p.roc_period))
+        w = min(p.roc_period, ind.close.shape[1] - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logc = np.log(ind.close[:, -w - 1:])
+            z = (logc[:, -1] - logc[:, 0]) / (np.diff(logc, axis=1).std(axis=1) * np.sqrt(w))
+        mean = last(ind.sma(p.trend_period))
         prior_high = last(ind.donchian(p.breakout_period)[0])
         vz = last(ind.volume_zscore(p.volume_period))
         rsi = last(ind.rsi(p.rsi_period))
         atr = last(ind.atr(p.atr_period))
-        breakout = close > prior_high
-        if data.higher is not None:
-            hi = data.higher
-            h_roc = last(hi.roc(p.higher_roc_period))
-            h_above = last(hi.close) > last(hi.ema(p.higher_ema))
-            h_up = h_roc > 0
+        strength = market.strength
+        if p.entry == "breakout":
+            timing = close > prior_high
         else:
-            h_roc = np.full(close.shape, np.nan)
-            h_up = h_above = np.zeros(close.shape, dtype=bool)
-        exhausted = rsi > p.rsi_max
-        score = (30.0 * ramp(roc, 0.0, p.roc_full) + 25.0 * flag(breakout) + 20.0 * ramp(vz, 0.0, p.volume_z)
-                 + 12.5 * flag(h_up) + 12.5 * flag(h_above))
-        score = np.where(exhausted, 0.5 * score, score)
-        allowed = (roc > 0) & (atr > 0)
+            timing = (rsi <= p.pullback_rsi) & (close > last(ind.open))
+        if data.higher is not None:
+            h_above = last(data.higher.close) > last(data.higher.ema(p.higher_ema))
+        else:
+            h_above = np.ones(close.shape, dtype=bool)
+        allowed = ((strength >= p.strength_min) & (z > p.trend_z) & (close > mean) & timing & (rsi <= p.rsi_max)
+                   & h_above & (atr > 0))
         if p.regime_filter:
-            allowed &= data.regime().risk_on
+            allowed &= market.risk_on
+        score = 60.0 + 25.0 * ramp(strength, p.strength_min, 1.0) + 15.0 * ramp(vz, 0.0, p.volume_z)
         score = np.where(allowed, score, 0.0)
 
         def explain(i: int) -> str:
-            parts = [f"ROC{p.roc_period} {roc[i]:+.1f}%"]
-            if breakout[i]:
-                parts.append(f"broke {p.breakout_period}-candle high")
+            parts = [f"ROC{p.roc_period} {roc[i]:+.1f}% (z {z[i]:.1f})",
+                     (f"broke {p.breakout_period}-candle high" if p.entry == "breakout" else "green candle after a pullback"),
+                     f"above SMA{p.trend_period}"]
             if vz[i] > 0:
                 parts.append(f"volume z {vz[i]:.1f}")
-            if data.higher is None:
-                parts.append("no higher timeframe")
-            else:
-                tf = data.higher.timeframe
-                parts.append(f"{tf} ROC {h_roc[i]:+.1f}%" + (f", {tf} close>EMA{p.higher_ema}" if h_above[i] else ""))
-            parts.append(f"RSI {rsi[i]:.0f}" + (" exhausted (x0.5)" if exhausted[i] else ""))
+            if data.higher is not None:
+                parts.append(f"{data.higher.timeframe} close>EMA{p.higher_ema}")
+            parts.append(f"RSI {rsi[i]:.0f}")
             return ", ".join(parts)
 
         return Signals(score, close - p.stop_atr * atr, close + p.target_atr * atr, explain)

@@ -9,10 +9,15 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 OHLCV_1H = SHARED_DATA / "ohlcv" / "1h"
 SAMPLE = ROOT / "data" / "sample"
 # Config overrides for tests of engine mechanics that need signals on any data: every shipped strategy,
-# none standing aside in a falling market (the defaults trade less; see README Strategies).
+# none standing aside in a falling market, the relative-strength gates open, and momentum and trend
+# following on their (frequent) breakout entries instead of the shipped pullbacks (the defaults trade a
+# few times a week; see README Strategies).
 ALL_STRATEGIES = {"strategies": {"enabled": ["trend_following", "mean_reversion", "momentum"],
-                                 "params": {"mean_reversion": {"regime_filter": False},
-                                            "momentum": {"regime_filter": False}}}}
+                                 "params": {"mean_reversion": {"regime_filter": False, "strength_max": 1.0},
+                                            "momentum": {"regime_filter": False, "strength_min": 0.0,
+                                                         "entry": "breakout"},
+                                            "trend_following": {"regime_filter": False, "strength_min": 0.0,
+                                                                "entry": "breakout", "rsi_max": 100.0}}}}
 
 
 @pytest.fixture

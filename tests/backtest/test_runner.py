@@ -23,12 +23,12 @@ from core.backtest.runner import BacktestResult, BacktestSpec, backtest_config, 
 from core.backtest.report import to_json
 from core.backtest.signals import SignalTable, compare, full_history_config
 from core.clock import VirtualClock
-from core.config import Config
+from core.config import Config, config_from_dict
 from core.exchange.download import format_rows
 from core.models import Position
 from core.scan.pipeline import ScanPipeline
 from core.exchange.replay import HEADER, ReplayGateway
-from tests.conftest import OHLCV_1H, ROOT, SAMPLE
+from tests.conftest import ALL_STRATEGIES, OHLCV_1H, ROOT, SAMPLE
 
 H = 3_600_000
 PAIRS = ["ADA/USDT", "AUDIO/USDT", "BCH/USDT", "BTC/USDT", "CHZ/USDT", "COCOS/USDT", "DOGE/USDT", "DOT/USDT",
@@ -56,9 +56,8 @@ def write_slice(dst: Path, pairs=PAIRS, end_ms=SLICE_END, transform=None) -> Pat
 
 def cfg_for_tests() -> Config:
     """Defaults, with halts loose enough that the strategies keep trading through the slice."""
-    cfg = Config()  # every shipped strategy (the default enables one), so the slice has plenty to trade
-    return replace(cfg, risk=replace(cfg.risk, max_drawdown_pct=0.5, max_daily_loss_pct=0.2),
-                   strategies=replace(cfg.strategies, enabled=["trend_following", "mean_reversion", "momentum"]))
+    cfg = config_from_dict(ALL_STRATEGIES)  # every shipped strategy, opened up, so the slice has plenty to trade
+    return replace(cfg, risk=replace(cfg.risk, max_drawdown_pct=0.5, max_daily_loss_pct=0.2))
 
 
 def db_rows(path: Path, before_ms: int | None = None) -> dict[str, list]:
@@ -228,7 +227,7 @@ def test_deterministic_json_and_schema(data, tmp_path):
     cfg = tmp_path / "config.json"
     doc = json.loads((ROOT / "config.json").read_text())
     doc["risk"].update(max_drawdown_pct=0.5, max_daily_loss_pct=0.2)
-    doc["strategies"]["enabled"] = ["trend_following", "mean_reversion", "momentum"]
+    doc["strategies"].update(ALL_STRATEGIES["strategies"])
     cfg.write_text(json.dumps(doc))
     cmd = [sys.executable, "-m", "core", "--config", str(cfg), "backtest", "--data", str(data), "--json",
            "--from", "2021-01-01", "--verify", "0"]

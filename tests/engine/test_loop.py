@@ -13,19 +13,18 @@ from decimal import Decimal
 
 import pytest
 
-from core.config import Config
+from core.config import Config, config_from_dict
 from core.engine.hooks import CycleReport
 from core.engine.loop import Engine
 from core.models import ScanResult
 from core.exchange.setup import replay_setup
 from core.store.state import Store
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ALL_STRATEGIES, ROOT, SAMPLE
 
 
 def _cfg(**trading) -> Config:
-    cfg = Config()  # every shipped strategy, so the short sample slice has plenty to trade
+    cfg = config_from_dict(ALL_STRATEGIES)  # every shipped strategy, opened up, so the short sample slice has plenty to trade
     return replace(cfg, scanner=replace(cfg.scanner, min_opportunity_score=0.3),
-                   strategies=replace(cfg.strategies, enabled=["trend_following", "mean_reversion", "momentum"]),
                    trading=replace(cfg.trading, **trading))
 
 

@@ -12,6 +12,8 @@ from core.config import config_from_dict
 from core.scan.scanner import CONFIRM_EMA, HALF_AGREEMENT, RS_HIGH, RS_LOW, Scanner, market_state
 from strategies import registry
 from tests.support.ohlcv import HOUR, candles, closed_before, scan_input, series, store_at
+from strategies.base import ScanInput
+from tests.conftest import ALL_STRATEGIES
 
 T = 1615500000000  # 2021-03-11 22:00 UTC, an active market (plenty of signals, some disagreeing with 4h)
 
@@ -20,7 +22,8 @@ def scanner(**scanner_cfg) -> Scanner:
     weights = scanner_cfg.pop("weights", {})
     # every shipped strategy unless told (the default config enables mean reversion alone)
     enabled = scanner_cfg.pop("enabled", None) or ["trend_following", "mean_reversion", "momentum"]
-    strat = {"weights": weights, "enabled": enabled}
+    params = scanner_cfg.pop("params", ALL_STRATEGIES["strategies"]["params"])
+    strat = {"weights": weights, "enabled": enabled, "params": params}
     return Scanner(config_from_dict({"scanner": scanner_cfg, "strategies": strat}))
 
 
@@ -87,7 +90,7 @@ def test_stale_short_and_bad_data_are_skipped_with_reasons():
 
     early = 1621922400000 + 30 * HOUR  # MASK/USDT had been listed for 30 hours
     why = scanner().scan(store_at(early, ["MASK/USDT"]), early).skipped["MASK/USDT"]
-    assert why.startswith("too little history: 30 1h candles, needs 100")
+    assert why.startswith("too little history: 30 1h candles, needs 200")  # momentum's one-week trend and SMA200
 
     rows = closed_before("ETH/USDT", T)[-500:].copy()
     rows[250, 4] = np.nan
@@ -120,8 +123,6 @@ def test_ranking_and_min_score():
 
 def test_weights_scale_scores_and_zero_disables():
     store = store_at(T)
-    raw = registry.build(config_from_dict({"strategies": {"enabled": ["trend_following"]}}).strategies)[0].evaluate(
-        scan_input(store)).score
     half = scanner(min_opportunity_score=0.0, confirm_timeframe=None, enabled=["trend_following"],
                    weights={"trend_following": 0.5}).scan(store, T)
     assert half.opportunities
@@ -129,6 +130,10 @@ def test_weights_scale_scores_and_zero_disables():
     sv = store.view("1h")
     market = market_state(sv.symbols, sv.close, np.array([s not in half.skipped for s in sv.symbols]))
     assert market.risk_on.all()  # mid-January 2021: the scores are the strategy's own
+    params = ALL_STRATEGIES["strategies"]["params"]
+    data = scan_input(store)
+    raw = registry.build(config_from_dict({"strategies": {"enabled": ["trend_following"], "params": params}}).strategies)[0].evaluate(
+        ScanInput(data.symbols, data.signal, data.higher, market)).score
     for o in half.opportunities:  # weight, then the relative-strength factor of the ranking
         i = row[o.symbol]
         assert o.score == round(min(0.5 * raw[i] * (RS_LOW + (RS_HIGH - RS_LOW) * market.strength[i]), 100.0), 1)
@@ -136,26 +141,32 @@ def test_weights_scale_scores_and_zero_disables():
     assert off.opportunities and all(o.strategy != "trend_following" for o in off.opportunities)
 
 
-def test_multi_timeframe_confirmation_changes_the_result():
+def test_multi_timeframe_confirmation_changes_the_result(monkeypatch):
+    # the shipped plugins check the higher timeframe themselves or not at all (confirmed = False); the
+    # scanner's confirmation is exercised on them as if they asked for it, with a lower cut so mean
+    # reversion's dips (where 4h disagrees by design) are among the candidates
+    for name in ("trend_following", "mean_reversion", "momentum"):
+        monkeypatch.setattr(registry.strategy_class(name), "confirmed", True)
+    floor = 30
     store = store_at(T)
-    without = scanner(confirm_timeframe=None).scan(store, T)
-    with_4h = scanner().scan(store, T)
+    without = scanner(confirm_timeframe=None, min_opportunity_score=floor / 100).scan(store, T)
+    with_4h = scanner(min_opportunity_score=floor / 100).scan(store, T)
     confirmed = {o.symbol: o for o in with_4h.opportunities}
     hv = store.view("4h")
     outcomes = {"kept": 0, "scaled": 0, "dropped": 0}
     for o in without.opportunities:
-        if o.symbol in with_4h.skipped:
-            continue
+        if o.symbol in with_4h.skipped or o.score >= 100:
+            continue  # (a capped score hides the raw one the factor applies to)
         s4 = series(hv, hv.symbols.index(o.symbol))
         above = s4["close"][-1] > talib.EMA(s4["close"], CONFIRM_EMA)[-1]
         positive = talib.MACD(s4["close"], 12, 26, 9)[2][-1] > 0
         factor = 1.0 if above and positive else HALF_AGREEMENT if above or positive else 0.0
-        if o.score * factor >= 60 + 0.1:
+        if o.score * factor >= floor + 0.1:
             got = confirmed[o.symbol]
             assert got.score == pytest.approx(o.score * factor, abs=0.1)
             assert ("4h agrees" if factor == 1 else "4h half agrees") in got.reason
             outcomes["kept" if factor == 1 else "scaled"] += 1
-        elif o.score * factor < 60 - 0.1:
+        elif o.score * factor < floor - 0.1:
             assert o.symbol not in confirmed
             outcomes["dropped"] += 1
     assert set(confirmed) <= {o.symbol for o in without.opportunities}  # confirmation never adds

@@ -31,20 +31,19 @@ def ramp(x: float, zero: float, full: float) -> float:
     return min(1.0, max(0.0, (x - zero) / (full - zero)))
 
 
-def expected_trend(s: dict, p) -> float:
+def expected_trend(s: dict, s4: dict, strength: float, p) -> float:
     c, h, lo = s["close"], s["high"], s["low"]
-    ef, es = talib.EMA(c, p.ema_fast), talib.EMA(c, p.ema_slow)
-    if not ef[-1] > es[-1] or not talib.ATR(h, lo, c, p.atr_period)[-1] > 0:
+    c4, h4, lo4 = s4["close"], s4["high"], s4["low"]
+    ef, es = talib.EMA(c4, p.ema_fast)[-1], talib.EMA(c4, p.ema_slow)[-1]
+    adx4 = talib.ADX(h4, lo4, c4, p.adx_period)[-1]
+    if p.entry == "breakout":
+        entry = c4[-1] > h4[-p.breakout_period - 1:-1].max()
+    else:
+        entry = c[-1] < talib.EMA(c, p.pullback_ema)[-1] and c[-1] > s["open"][-1]
+    if not (ef > es and c4[-1] > ef and adx4 >= p.adx_min and entry and talib.RSI(c, p.rsi_period)[-1] <= p.rsi_max
+            and strength >= p.strength_min and talib.ATR(h, lo, c, p.atr_period)[-1] > 0):
         return 0.0
-    age = 0
-    while age < p.cross_window and ef[-1 - age] > es[-1 - age]:
-        age += 1
-    hist = talib.MACD(c, p.macd_fast, p.macd_slow, p.macd_signal)[2]
-    adx = talib.ADX(h, lo, c, p.adx_period)[-1]
-    rsi = talib.RSI(c, p.rsi_period)[-1]
-    return (20 * ramp(age, p.cross_window, 1) + 15 * (c[-1] > ef[-1]) + 10 * (hist[-1] > 0)
-            + 10 * (hist[-1] > hist[-2]) + 25 * ramp(adx, p.adx_min, p.adx_full)
-            + 20 * (p.rsi_min <= rsi <= p.rsi_max))
+    return 60 + 20 * ramp(adx4, p.adx_min, p.adx_full) + 20 * ramp(strength, p.strength_min, 1)
 
 
 def zscore(v: np.ndarray, n: int) -> float:
@@ -53,7 +52,7 @@ def zscore(v: np.ndarray, n: int) -> float:
     return (v[-1] - base.mean()) / sd if sd > 0 else float("nan")
 
 
-def expected_mean_reversion(s: dict, p) -> float:
+def expected_mean_reversion(s: dict, strength: float, p) -> float:
     c, h, lo = s["close"], s["high"], s["low"]
     up, mid, low = (b[-1] for b in talib.BBANDS(c, p.bb_period, p.bb_std, p.bb_std))
     pctb = (c[-1] - low) / (up - low) if up > low else float("nan")
@@ -64,19 +63,35 @@ def expected_mean_reversion(s: dict, p) -> float:
         return 0.0
     if p.uptrend_period and not c[-1] > talib.SMA(c, p.uptrend_period)[-1]:
         return 0.0  # a dip below the long mean is a falling knife, not a dip
+    if strength > p.strength_max:
+        return 0.0
     return band + osold + 20 * ramp(zscore(s["volume"], p.volume_period), 0, p.volume_z) + 10 * (c[-1] > s["open"][-1])
 
 
-def expected_momentum(s: dict, s4: dict, p) -> float:
+def expected_momentum(s: dict, s4: dict, strength: float, p) -> float:
     c, h, lo = s["close"], s["high"], s["low"]
-    roc = talib.ROC(c, p.roc_period)[-1]
-    if not roc > 0 or not talib.ATR(h, lo, c, p.atr_period)[-1] > 0:
+    rsi = talib.RSI(c, p.rsi_period)[-1]
+    if p.entry == "breakout":
+        entry = c[-1] > h[-p.breakout_period - 1:-1].max()
+    else:
+        entry = rsi <= p.pullback_rsi and c[-1] > s["open"][-1]
+    if not (strength >= p.strength_min and talib.ROC(c, p.roc_period)[-1] > 0 and c[-1] > talib.SMA(c, p.trend_period)[-1]
+            and entry and rsi <= p.rsi_max and s4["close"][-1] > talib.EMA(s4["close"], p.higher_ema)[-1]
+            and talib.ATR(h, lo, c, p.atr_period)[-1] > 0):
         return 0.0
-    breakout = c[-1] > h[-p.breakout_period - 1:-1].max()
-    score = (30 * ramp(roc, 0, p.roc_full) + 25 * breakout + 20 * ramp(zscore(s["volume"], p.volume_period), 0, p.volume_z)
-             + 12.5 * (talib.ROC(s4["close"], p.higher_roc_period)[-1] > 0)
-             + 12.5 * (s4["close"][-1] > talib.EMA(s4["close"], p.higher_ema)[-1]))
-    return score * 0.5 if talib.RSI(c, p.rsi_period)[-1] > p.rsi_max else score
+    return 60 + 25 * ramp(strength, p.strength_min, 1) + 15 * ramp(zscore(s["volume"], p.volume_period), 0, p.volume_z)
+
+
+def ranked_input(store) -> ScanInput:
+    """``scan_input`` with the scanner's relative strength of every pair (risk on: the regime
+    has its own test), so the strength gates are exercised on real rankings."""
+    from core.scan.scanner import market_state
+
+    data = scan_input(store)
+    sv = store.view("1h")
+    m = market_state(sv.symbols, sv.close, sv.counts >= 250)
+    n = len(sv.symbols)
+    return ScanInput(data.symbols, data.signal, data.higher, MarketState(m.strength, np.ones(n), np.ones(n, bool)))
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +100,16 @@ def default_strategies():
     return {s.name: s for s in registry.build(config_from_dict({"strategies": {"enabled": enabled}}).strategies)}
 
 
-def test_scores_stops_and_targets_on_real_data(default_strategies):
-    fired = {name: 0 for name in default_strategies}
-    for end in TIMES:
-        store = store_at(end)
-        data = scan_input(store)
+@pytest.fixture(scope="module")
+def firing_times(default_strategies):
+    """Every 12 h from mid-January to mid-July 2021, checked like ``TIMES`` (scores 0..100, stop
+    below and target above the close, a reason); returns the times at which each strategy made
+    the cut (score >= 60). The defaults are selective on purpose (a few signals a week), so a
+    sparse grid would miss them."""
+    fired: dict[str, list[int]] = {name: [] for name in default_strategies}
+    for k in range(0, 180 * 24, 12):
+        end = TIMES[0] + k * HOUR
+        data = ranked_input(store_at(end))
         close = data.signal.close[:, -1]
         for name, strat in default_strategies.items():
             sig = strat.evaluate(data)
@@ -97,18 +117,25 @@ def test_scores_stops_and_targets_on_real_data(default_strategies):
             assert np.all(np.isfinite(sig.score)) and np.all((sig.score >= 0) & (sig.score <= 100)), name
             on = sig.score > 0
             assert np.all(sig.stop[on] < close[on]) and np.all(sig.target[on] > close[on]), name
-            fired[name] += int((sig.score >= 60).sum())
             for i in np.flatnonzero(on)[:3]:
                 assert isinstance(sig.explain(int(i)), str) and sig.explain(int(i))
-    assert all(n > 0 for n in fired.values()), fired  # every strategy makes the cut somewhere
+            if (sig.score >= 60).any():
+                fired[name].append(end)
+    return fired
 
 
-def test_scores_follow_the_documented_rules(default_strategies):
+def test_scores_stops_and_targets_on_real_data(firing_times):
+    assert all(len(t) >= 3 for t in firing_times.values()), firing_times  # every strategy makes the cut
+
+
+def test_scores_follow_the_documented_rules(default_strategies, firing_times):
     """Each strategy's score for a pair equals the documented formula computed with TA-Lib."""
     checked = {name: [0, 0] for name in default_strategies}  # [non-zero, zero] cases seen
-    for end in TIMES[::2]:
+    when = sorted(set(TIMES[::2]) | {t for times in firing_times.values() for t in times[:3]})
+    for end in when:
         store = store_at(end)
-        data = scan_input(store)
+        data = ranked_input(store)
+        rs = data.regime().strength
         sv, hv = store.view("1h"), store.view("4h")
         sigs = {name: s.evaluate(data) for name, s in default_strategies.items()}
         for i in range(len(sv.symbols)):
@@ -116,25 +143,25 @@ def test_scores_follow_the_documented_rules(default_strategies):
                 continue
             s1, s4 = series(sv, i), series(hv, i)
             expected = {
-                "trend_following": expected_trend(s1, default_strategies["trend_following"].params),
-                "mean_reversion": expected_mean_reversion(s1, default_strategies["mean_reversion"].params),
-                "momentum": expected_momentum(s1, s4, default_strategies["momentum"].params),
+                "trend_following": expected_trend(s1, s4, rs[i], default_strategies["trend_following"].params),
+                "mean_reversion": expected_mean_reversion(s1, rs[i], default_strategies["mean_reversion"].params),
+                "momentum": expected_momentum(s1, s4, rs[i], default_strategies["momentum"].params),
             }
             for name, want in expected.items():
                 assert sigs[name].score[i] == pytest.approx(want, abs=1e-6), (name, sv.symbols[i], end)
                 checked[name][int(want == 0)] += 1
-    assert all(nz >= 10 and z >= 10 for nz, z in checked.values()), checked
+    assert all(nz >= 3 and z >= 10 for nz, z in checked.values()), checked
 
 
-def test_every_default_strategy_stands_aside_in_a_risk_off_market(default_strategies):
+def test_every_default_strategy_stands_aside_in_a_risk_off_market(default_strategies, firing_times):
     """The regime filter: the same candles scored in a risk-off market give no signal at all, and
     with ``regime_filter`` off the scores are the risk-on ones."""
     seen = set()
-    for end in TIMES:
-        data = scan_input(store_at(end))
+    for end in sorted(set(TIMES) | {t for times in firing_times.values() for t in times[:2]}):
+        data = ranked_input(store_at(end))
         n = len(data.symbols)
         off = ScanInput(data.symbols, data.signal, data.higher,
-                        MarketState(np.full(n, 0.5), np.zeros(n), np.zeros(n, bool)))
+                        MarketState(data.regime().strength, np.zeros(n), np.zeros(n, bool)))
         for name, strat in default_strategies.items():
             on_scores = strat.evaluate(data).score
             if not (on_scores > 0).any():
@@ -180,15 +207,24 @@ def test_market_state_on_real_data_matches_a_plain_recount():
     assert states == {"rally": True, "crash": False}
 
 
-def test_reason_names_the_evidence(default_strategies):
-    store = store_at(TIMES[3])
-    data = scan_input(store)
-    sig = default_strategies["trend_following"].evaluate(data)
-    i = int(np.argmax(sig.score))
-    reason = sig.explain(i)
-    assert reason.startswith("EMA20>EMA50") and "ADX" in reason and "RSI" in reason and "MACD hist" in reason
-    adx = talib.ADX(*(series(store.view("1h"), i)[f] for f in ("high", "low", "close")), 14)[-1]
-    assert f"ADX {adx:.0f}" in reason
+def test_reason_names_the_evidence(default_strategies, firing_times):
+    hits = 0
+    for end in sorted({t for name in ("trend_following", "momentum") for t in firing_times[name][:2]}):
+        store = store_at(end)
+        data = ranked_input(store)
+        for name in ("trend_following", "momentum"):
+            sig = default_strategies[name].evaluate(data)
+            for i in np.flatnonzero(sig.score > 0)[:2]:
+                reason = sig.explain(int(i))
+                s1 = series(store.view("1h"), int(i))
+                rsi = talib.RSI(s1["close"], 14)[-1]
+                assert f"RSI {rsi:.0f}" in reason, reason
+                if name == "trend_following":
+                    s4 = series(store.view("4h"), int(i))
+                    adx = talib.ADX(s4["high"], s4["low"], s4["close"], 14)[-1]
+                    assert reason.startswith("4h EMA20>EMA50") and f"ADX {adx:.0f}" in reason, reason
+                hits += 1
+    assert hits >= 4
 
 
 # --- parameters -------------------------------------------------------------------------------
@@ -196,7 +232,8 @@ def test_reason_names_the_evidence(default_strategies):
 @pytest.mark.parametrize("params, key, expected", [
     ({"trend_following": {"ema_fast": 60}}, "strategies.params.trend_following.ema_fast", "less than ema_slow"),
     ({"trend_following": {"ema_slow": "50"}}, "strategies.params.trend_following.ema_slow", "an integer"),
-    ({"trend_following": {"rsi_min": 80}}, "strategies.params.trend_following.rsi_min", "less than rsi_max"),
+    ({"trend_following": {"adx_min": 50}}, "strategies.params.trend_following.adx_min", "less than adx_full"),
+    ({"momentum": {"entry": "dip"}}, "strategies.params.momentum.entry", "one of"),
     ({"mean_reversion": {"bb_std": 0}}, "strategies.params.mean_reversion.bb_std", "> 0"),
     ({"mean_reversion": {"bb_period": 1}}, "strategies.params.mean_reversion.bb_period", ">= 2"),
     ({"momentum": {"roc_periode": 5}}, "strategies.params.momentum.roc_periode", "unknown key"),
@@ -247,8 +284,8 @@ def test_valid_params_reach_the_strategy():
     cfg = config_from_dict({"strategies": {"enabled": ["trend_following"], "params": {"trend_following": {"ema_fast": 10, "ema_slow": 30}}}})
     tf = {s.name: s for s in registry.build(cfg.strategies)}["trend_following"]
     assert (tf.params.ema_fast, tf.params.ema_slow) == (10, 30)
-    sig = tf.evaluate(scan_input(store_at(TIMES[3])))
-    assert sig.explain(int(np.argmax(sig.score))).startswith("EMA10>EMA30")
+    sig = tf.evaluate(ranked_input(store_at(TIMES[3])))
+    assert sig.explain(int(np.argmax(sig.score))).startswith("4h EMA10>EMA30")
 
 
 # --- discovery --------------------------------------------------------------------------------
@@ -324,4 +361,4 @@ def test_every_strategy_param_is_documented():
     rows = registry.params_reference()
     assert {k.split(".")[2] for k, _, _ in rows} >= {"trend_following", "mean_reversion", "momentum"}
     assert all(help_text for _, _, help_text in rows)
-    assert ("strategies.params.trend_following.ema_fast", "20", "fast EMA period") in rows
+    assert ("strategies.params.trend_following.ema_fast", "20", "higher timeframe: fast EMA period") in rows
