@@ -81,6 +81,9 @@ class Inputs:
         return self.ok & np.isfinite(self.atr) & (self.atr > 0) & np.isfinite(self.close) & (self.close > 0)
 
 
+ATR_GROUP = 16  # pairs per ATR matrix in ``inputs_of``
+
+
 def inputs_of(table) -> Inputs:
     """Gather the random tables' inputs from a ``SignalTable``."""
     from core.scan.scanner import Indicators
@@ -88,16 +91,20 @@ def inputs_of(table) -> Inputs:
     P, N = table.ok.shape
     close = np.full((P, N), np.nan)
     atr = np.full((P, N), np.nan)
-    if P and N:
-        full = Indicators(table.sig.view).atr(ATR_PERIOD)  # the scanner's own ATR over the whole history
-        L = table.sig.length
-        for p in range(P):
+    for lo in range(0, P if N else 0, ATR_GROUP):
+        # the scanner's own ATR over each pair's whole history, a few pairs at a time (the candle
+        # matrix of every pair at once would be the report's largest allocation)
+        frame = table.sig.group(lo, min(P, lo + ATR_GROUP))
+        full = Indicators(frame.view).atr(ATR_PERIOD)
+        L = frame.length
+        for g in range(len(frame.rows)):
+            p = lo + g
             k = table.k[p]
             has = k >= 0
             n = int(table.sig.n[p])
             kk = np.maximum(k, 0)
             close[p] = np.where(has, table.sig.rows[p][kk, 4] if n else np.nan, np.nan)
-            atr[p] = np.where(has, full[p, L - n + kk], np.nan)
+            atr[p] = np.where(has, full[g, L - n + kk], np.nan)
     names = tuple(dict.fromkeys(list(table.cfg.strategies.enabled) + [o.strategy for o in table.ranked]))
     cyc, score, strat, opps = [], [], [], []
     at = table.opp_at

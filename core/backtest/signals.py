@@ -55,6 +55,7 @@ from functools import cached_property
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from core.backtest.memory import release_memory
 from core.config import Config
 from core.exchange.day_tickers import day_windows
 from core.models import Market, Opportunity, ScanResult
@@ -68,8 +69,8 @@ from strategies.base import BENCHMARK, MARKET_WINDOW, MarketState, ScanInput, cr
 log = logging.getLogger(__name__)
 
 MIN_WINDOW = 64
-CHUNK_ROWS = 8_192
-GROUP = 32  # pairs whose indicator matrices exist at the same time
+CHUNK_ROWS = 4_096  # rows per ranking call: its temporaries are (rows x W) per indicator
+GROUP = 16  # pairs whose indicator matrices exist at the same time (peak memory vs per-call overhead)
 
 
 class SignalMismatch(RuntimeError):
@@ -255,6 +256,7 @@ class SignalTable:
             self.k4_of = [np.searchsorted(h[:, 0] + offset, r[:, 0], side="right") - 1
                           for h, r in zip(self.hi.rows, sig_rows)]
         self.universe = self._universe(sig_rows, qv)
+        del count, qv
         tick("universe")
         self.ok, self.flags = self._quality()
         self.strength, self.breadth, self.risk_on = self._market(sig_rows)
@@ -265,6 +267,13 @@ class SignalTable:
         self.opp_at = np.full((P, N), -1, dtype=np.int32)
         if P and N and self.scanner.strategies:
             self._evaluate()
+        # serving needs only opp_at and ranked, and for skip reasons the checks of the pairs ever
+        # skipped: the per-row maps, the market state and the other pairs' higher candles can go
+        self.opps, self.cycle_opps = {}, {}
+        del self.strength, self.breadth, self.risk_on
+        if self.hi is not None:
+            self.k4_of = {p: self.k4_of[p] for p in self._checks}
+            self.hi.rows = [r if p in self._checks else r[:0] for p, r in enumerate(self.hi.rows)]
         tick("strategies")
 
     # --- universe (core.scan.universe's rules and schedule over every cycle) -----------------
@@ -295,7 +304,7 @@ class SignalTable:
         """(P, N) ok mask for universe pairs, and (P, N) problem flags (higher timeframe << 8)."""
         sc, scan = self.cfg.scanner, self.scanner
         P, N = len(self.symbols), len(self.times)
-        flags = np.zeros((P, N), dtype=np.int32)
+        flags = np.zeros((P, N), dtype=np.int16)  # 6 problem bits per timeframe
         hi_ratio = (higher_jump_ratio(sc.quarantine_jump_ratio, scan.signal_tf, self.hi.timeframe)
                     if self.hi is not None else 0.0)
         self._checks: dict[int, tuple[CandleChecks, CandleChecks | None]] = {}  # pairs ever skipped
@@ -354,7 +363,11 @@ class SignalTable:
         """Strategies and ranking over every (pair, candle) row a cycle will ask for, ``GROUP`` pairs
         at a time (indicator matrices of all pairs at once would double the peak memory)."""
         P = len(self.symbols)
-        for lo in range(0, P, GROUP):
+        # one pair first: it loads every kernel the strategies use from numba's cache (which touches
+        # LLVM's code pages) while little else is allocated; those pages are then given back
+        self._evaluate_group(0, 1)
+        release_memory()
+        for lo in range(1, P, GROUP):
             self._evaluate_group(lo, min(P, lo + GROUP))
         self._index_opportunities()
 
@@ -498,6 +511,10 @@ async def reference_check(cfg: Config, gateway, clock, table: SignalTable, i: in
     from core.scan.pipeline import ScanPipeline
 
     pipe = ScanPipeline(full_history_config(cfg, int(table.sig.n.max(initial=0)) + 1), gateway, clock)
+    if table.hi is not None:  # the higher timeframe's whole history in its own (4x narrower) matrix
+        store = pipe.candles
+        pipe.candles = pipe.marketdata.candles = CandleStore(
+            store.timeframes, store.capacity, {table.hi.timeframe: int(table.hi.n.max(initial=0)) + 1})
     real = await pipe.scan()
     problems = compare(real, result)
     if problems:

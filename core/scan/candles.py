@@ -109,7 +109,9 @@ class _Buffer:
 class CandleStore:
     """Closed candles per pair and timeframe for the scanner (see module docstring)."""
 
-    def __init__(self, timeframes: Sequence[str], capacity: int) -> None:
+    def __init__(self, timeframes: Sequence[str], capacity: int, capacities: dict[str, int] | None = None) -> None:
+        """``capacities``: a different capacity for some timeframes (the backtest's reference check
+        keeps a whole history of both timeframes, which needs a quarter of the columns for 4h)."""
         if not timeframes:
             raise ValueError("CandleStore needs at least one timeframe")
         for tf in timeframes:
@@ -121,11 +123,14 @@ class CandleStore:
             raise ValueError(f"capacity must be at least 2, got {capacity}")
         self.timeframes: list[str] = list(timeframes)
         self.capacity = int(capacity)
+        self._capacity = {tf: int((capacities or {}).get(tf, capacity)) for tf in self.timeframes}
+        if min(self._capacity.values()) < 2:
+            raise ValueError(f"capacity must be at least 2, got {capacities}")
         self._sources = {tf: DERIVABLE[tf] for tf in self.timeframes
                          if DERIVABLE.get(tf) in self.timeframes}
         self.symbols: list[str] = []
         self._row: dict[str, int] = {}
-        self._buffers = {tf: _Buffer(0, self.capacity) for tf in self.timeframes}
+        self._buffers = {tf: _Buffer(0, self._capacity[tf]) for tf in self.timeframes}
         self._views: dict[str, CandleView] = {}
         # derived timeframe -> symbol -> source candles of the bucket still open
         self._pending: dict[str, dict[str, np.ndarray]] = {tf: {} for tf in self._sources}
@@ -153,7 +158,7 @@ class CandleStore:
         old_row = self._row
         buffers = {}
         for tf, old in self._buffers.items():
-            new = _Buffer(len(symbols), self.capacity)
+            new = _Buffer(len(symbols), self._capacity[tf])
             for i, sym in enumerate(symbols):
                 j = old_row.get(sym)
                 if j is not None:

@@ -48,7 +48,12 @@ def _duration(ms: float) -> str:
 
 def _newest(mask: np.ndarray) -> np.ndarray:
     """Along the last axis: index of the newest True at or before each position (-1: none)."""
-    idx = np.where(mask, np.arange(mask.shape[-1]), -1)
+    # int32 where it fits, and no memory at all for the usual case of no problem anywhere (one
+    # read-only -1 broadcast): this is 3 matrices per timeframe, kept for the backtest's skip reasons
+    kind = np.int32 if mask.shape[-1] < 2**31 else np.int64
+    if not mask.any():
+        return np.broadcast_to(kind(-1), mask.shape)
+    idx = np.where(mask, np.arange(mask.shape[-1], dtype=kind), kind(-1))
     return np.maximum.accumulate(idx, axis=-1)
 
 

@@ -129,6 +129,31 @@ def test_tickers_equal_the_per_symbol_formula_bit_for_bit(gw):
     assert list(asyncio.run(gw.fetch_tickers(["ETH/USDT", "NOPE/USDT", "BTC/USDT"]))) == ["ETH/USDT", "BTC/USDT"]
 
 
+def test_tickers_of_a_few_symbols_equal_the_per_symbol_formula_bit_for_bit(gw):
+    """The engine asks for its open positions' tickers every cycle (a few symbols: the per-symbol
+    loop of ``DayTickers._few``); the same moments as above, including COCOS's empty 24 h window."""
+    from core.exchange.day_tickers import FEW
+
+    rng = np.random.default_rng(12)
+    names = sorted(gw.data["1h"])
+    cocos = gw.data["1h"]["COCOS/USDT"]
+    k = int(np.argmax(np.diff(cocos[:, 0]))) + 1
+    halt = range(int(cocos[k - 1, 0]), int(cocos[k, 0]) + 3 * H, H)
+    moments = [int(t) for t in rng.integers(gw.start_ms - H, gw.end_ms + 30 * H, 200)] + list(halt)
+    few = 0
+    for j, t in enumerate(moments):
+        gw.clock._now = t
+        pick = ["COCOS/USDT"] if j >= 200 else [names[i] for i in rng.choice(len(names), min(len(names), 1 + j % FEW), replace=False)]
+        got = asyncio.run(gw.fetch_tickers(pick + ["NOPE/USDT"]))
+        for sym in pick:
+            want = _ticker_by_hand(gw.data["1h"][sym], t)
+            tick = got.get(sym)
+            assert (None if tick is None else (tick.ts_ms, tick.last, tick.high, tick.low, tick.quote_volume)) == want
+            few += want is not None
+        assert "NOPE/USDT" not in got
+    assert few > 100
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_day_windows_property(data):
