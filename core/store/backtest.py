@@ -10,9 +10,16 @@ directly on a ``sqlite3`` connection. The SQL, schema, migrations and transactio
 ones; only durability is dropped (``synchronous=OFF``, the rollback journal in memory, an
 exclusive lock, and the store's per-write ``PRAGMA synchronous`` switches ignored): the file is
 thrown away unless ``--db`` keeps it.
+
+``BacktestStore`` also keeps ``bot_state`` in memory: the engine writes its last scan and the risk
+gate its state about once a cycle and reads the resume request every cycle, three SQL statements
+each. Nobody else can touch the file (exclusive lock), so the cache is the truth; the relaxed
+writes (the ones a power cut may lose live) reach the file with the buffered equity rows at each
+``flush`` (every 20 cycles and at the end), writes inside a transaction at once, as live.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 import tempfile
 from contextlib import asynccontextmanager
@@ -73,6 +80,7 @@ class InlineCursor:
 
 
 _MOOT = InlineCursor(None)
+_GONE = object()  # a deleted key waiting for the next flush
 
 
 class InlineConnection:
@@ -103,6 +111,44 @@ class InlineConnection:
         self.conn.close()
 
 
+class BacktestStore(Store):
+    """The real ``Store`` with ``bot_state`` served from memory (see module doc); same SQL otherwise."""
+
+    def __init__(self, db: InlineConnection, path: Path) -> None:
+        super().__init__(db, path)  # type: ignore[arg-type]
+        self._state: dict[str, str] = dict(db.conn.execute("SELECT key, value FROM bot_state"))
+        self._unsaved: dict[str, object] = {}  # key -> JSON text, or _GONE: relaxed writes not yet in the file
+
+    async def get_state(self, key: str, default: Any = None) -> Any:
+        text = self._state.get(key)
+        return default if text is None else json.loads(text)
+
+    async def set_state(self, key: str, value: Any, conn: Any = None) -> None:
+        text = json.dumps(value, default=str)  # now: the value as it is at this call
+        self._state[key] = text
+        if conn is None:
+            self._unsaved[key] = text
+        else:  # part of the caller's transaction: lands with it
+            self._unsaved.pop(key, None)
+            await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)", (key, text))
+
+    async def delete_state(self, key: str) -> None:
+        if self._state.pop(key, None) is not None or key in self._unsaved:
+            self._unsaved[key] = _GONE
+
+    async def flush(self) -> None:
+        if self._unsaved:
+            rows, self._unsaved = self._unsaved, {}
+            async with self._relaxed() as conn:
+                for key, text in rows.items():
+                    if text is _GONE:
+                        await conn.execute("DELETE FROM bot_state WHERE key=?", (key,))
+                    else:
+                        await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
+                                           (key, text))
+        await super().flush()
+
+
 def scratch_dir() -> Path | None:
     """Where the scratch database goes: RAM (/dev/shm) when the system has it, else the temp dir."""
     return SHM if SHM.is_dir() and SHM.stat().st_mode & 0o002 else None
@@ -120,7 +166,7 @@ async def backtest_store(keep: str | Path | None = None) -> AsyncIterator[Store]
         # one connection, nobody reading alongside: no WAL index to share, no locks to take per commit
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("PRAGMA journal_mode=MEMORY")
-        store = Store(InlineConnection(conn), path)  # type: ignore[arg-type]
+        store = BacktestStore(InlineConnection(conn), path)
         try:
             yield store
             await store.flush()

@@ -23,6 +23,7 @@ positions opened before the day or the peak) can take the account beyond them.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -65,7 +66,13 @@ class Rejection:
 
 
 def utc_day(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+    return _day_name(ts_ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=4)
+def _day_name(day: int) -> str:
+    """The date of day number ``day`` since the epoch (cached: a cycle asks every time, the answer changes daily)."""
+    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def _next_utc_midnight(ts_ms: int) -> int:
