@@ -63,6 +63,9 @@ class _HaltFilter(logging.Filter):
         return not str(record.msg).startswith("halt:")
 
 
+HALT_FILTER = _HaltFilter()
+
+
 class _RichProgress:
     """A phase line while preparing, then a bar over the cycles with the simulated date and equity."""
 
@@ -99,15 +102,13 @@ class _RichProgress:
                             info=f"{iso(ts_ms)}  equity {float(equity):,.2f} {self.quote}  trades {trades}")
 
 
-def run(args, ctx) -> int:
-    from core.backtest.runner import BacktestError, BacktestSpec, iso, parse_date, run_backtest
-    from core.backtest.report import export, render, stats_of, to_json
-    from core.backtest.signals import SignalMismatch
-    from core.exchange.replay import DataError
+def fail(code: int, message: str) -> int:
+    print(f"pitrader backtest: {message}", file=sys.stderr)
+    return code
 
-    def fail(code: int, message: str) -> int:
-        print(f"pitrader backtest: {message}", file=sys.stderr)
-        return code
+
+def run(args, ctx) -> int:
+    from core.backtest.runner import BacktestError, BacktestSpec, parse_date
 
     from core.commands._storage import require
 
@@ -135,7 +136,20 @@ def run(args, ctx) -> int:
         return fail(EX_DATAERR, f"--data {spec.data}: expected a directory of OHLCV CSV files")
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("core.engine").addFilter(_HaltFilter())
+    engine_log = logging.getLogger("core.engine")
+    engine_log.addFilter(HALT_FILTER)
+    try:  # only for this run: a caller in the same process (tests, research) keeps its halt lines
+        return _run(args, ctx, cfg, spec, seeds)
+    finally:
+        engine_log.removeFilter(HALT_FILTER)
+
+
+def _run(args, ctx, cfg, spec, seeds: int) -> int:
+    from core.backtest.report import export, render, stats_of, to_json
+    from core.backtest.runner import BacktestError, iso, run_backtest
+    from core.backtest.signals import SignalMismatch
+    from core.exchange.replay import DataError
+
     show = not args.json and ctx.console.is_terminal
     try:
         if show:

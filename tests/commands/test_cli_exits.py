@@ -66,6 +66,10 @@ def test_interrupted_backtest_does_not_exit_0(monkeypatch, tmp_path, capsys):
     assert main(["backtest", "--data", str(SAMPLE), "--json"]) == 130
     captured = capsys.readouterr()
     assert json.loads(captured.out)["interrupted"] is True and "interrupted" in captured.err
+    # the backtest hides halt warnings only while it runs: the engine's logger is left as it was
+    import logging
+
+    assert logging.getLogger("core.engine").filters == []
 
 
 def test_scan_at_after_the_data_names_its_range(config_file):

@@ -43,6 +43,9 @@ def churn_config(exchange_url: str) -> dict:
     cfg["trading"].update({"stop_loss_pct": 0.003, "take_profit_pct": 0.006, "monitor_interval_s": MONITOR_S,
                            "max_hold_hours": 1})
     cfg["risk"].update({"cooldown_minutes": 0, "max_daily_loss_pct": 0.5, "max_drawdown_pct": 0.5})
+    # the shipped mean reversion waits for a risk-on market, the weakest pairs and a deep dip: loosen all three
+    cfg["strategies"].setdefault("params", {})["mean_reversion"] = {"regime_filter": False, "strength_max": 1.0,
+                                                                 "rsi_oversold": 40.0}
     return cfg
 
 
