@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 MIN_WINDOW = 64
 CHUNK_ROWS = 4_096  # rows per ranking call: its temporaries are (rows x W) per indicator
+GAP_ROWS = 256  # unwanted rows between two wanted runs that still share one ranking call
 GROUP = 16  # pairs whose indicator matrices exist at the same time (peak memory vs per-call overhead)
 
 
@@ -209,12 +210,62 @@ class WindowIndicators(Indicators):
             raise SignalMismatch(f"scanner indicator cache key {key!r} does not name an Indicators method; "
                                  "core/backtest/signals.py must learn it")
         value = method(*key[1:])
-        wrapped = tuple(self._wrap(v) for v in value) if isinstance(value, tuple) else self._wrap(value)
+        wrapped = _Outputs(self.frame, self.rows, value) if isinstance(value, tuple) else self._wrap(value)
         self._cache[key] = wrapped
         return wrapped
 
 
+class _Outputs(Sequence):
+    """A multi-output indicator's windows (MACD's line, signal and histogram), each wrapped when
+    first read: strategies often read one of them, and wrapping the higher timeframe's copies
+    (rows x W) each time costs more than any strategy. Indexing, unpacking and ``np.asarray``
+    see the wrapped arrays (not a tuple subclass: numpy would read a tuple's raw items). It holds
+    no reference to its ``WindowIndicators``: a cycle would keep every chunk's copies until the
+    garbage collector ran."""
+
+    def __init__(self, frame: Frame, rows: slice | np.ndarray, values: tuple) -> None:
+        self._frame, self._rows, self._raw = frame, rows, values
+        self._done: list[np.ndarray | None] = [None] * len(values)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(len(self._raw))[i])
+        v = self._done[i]
+        if v is None:
+            v = self._done[i] = self._frame.windows(self._raw[i])[self._rows]
+        return v
+
+    def __iter__(self):
+        return (self[j] for j in range(len(self._raw)))
+
+
 # --- the tables --------------------------------------------------------------------------------
+
+def _chunks(wanted: np.ndarray) -> list[tuple[int, int]]:
+    """Row ranges of at most ``CHUNK_ROWS`` that cover every wanted row and few others.
+
+    Why: a fifth of a group's rows are never served (pairs outside the universe or quarantined,
+    the NaN columns before a pair's history); ranking them costs as much as the served ones, the
+    higher timeframe's gathered windows most. Runs of wanted rows closer than ``GAP_ROWS`` share
+    a range (fewer, larger ranking calls). Strategies are row-wise, so the ranges change nothing.
+    """
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], wanted, [False])).astype(np.int8)))
+    out: list[tuple[int, int]] = []
+    lo = hi = -1
+    for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):  # [a, b): a run of wanted rows
+        if lo >= 0 and a - hi < GAP_ROWS:
+            hi = b
+            continue
+        if lo >= 0:
+            out += [(s, min(hi, s + CHUNK_ROWS)) for s in range(lo, hi, CHUNK_ROWS)]
+        lo, hi = a, b
+    if lo >= 0:
+        out += [(s, min(hi, s + CHUNK_ROWS)) for s in range(lo, hi, CHUNK_ROWS)]
+    return [(a, b) for a, b in out if wanted[a:b].any()]  # a split can leave a piece of a gap alone
+
 
 class SignalTable:
     """Everything the scanner would say at each cycle of a backtest (see the module docstring)."""
@@ -400,11 +451,8 @@ class SignalTable:
                     hi_rows[r0:r0 + n] = hi.row_index(np.full(n, p), self.k4_of[lo + p])
         full_sig = Indicators(sig.view)
         full_hi = Indicators(hi.view) if hi is not None else None
-        for start in range(0, total, CHUNK_ROWS):
-            stop = min(total, start + CHUNK_ROWS)
+        for start, stop in _chunks(wanted):
             ok = wanted[start:stop]
-            if not ok.any():
-                continue
             data = ScanInput(_RowIds(start, stop), WindowIndicators(full_sig, sig, slice(start, stop)),  # type: ignore[arg-type]
                              WindowIndicators(full_hi, hi, hi_rows[start:stop]) if hi is not None else None,
                              MarketState(strength[start:stop], breadth[start:stop], risk_on[start:stop]))
