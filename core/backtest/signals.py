@@ -22,7 +22,7 @@ the live 500-candle window lets it scroll out after about three weeks.
 How.
 - Candles are laid out pairs x (W + T) columns, right-aligned and NaN on the left ("no history
   yet" for the kernels), and every indicator is computed once over that matrix by the scanner's
-  own ``Indicators``.
+  own ``Indicators`` (the matrices and windowed indicators: ``core.backtest.windows``).
 - Strategies are vectorised over rows and read only their newest columns. Each (pair, candle)
   becomes one row whose W columns are a zero-copy strided window of the flat matrix ending at
   that candle, and the scanner's own ranking (``Scanner.rank``: weights, multi-timeframe
@@ -48,198 +48,27 @@ keeps the backtest's database byte-identical between runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from functools import cached_property
+from dataclasses import fields, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from core.backtest.memory import release_memory
+from core.backtest.windows import Frame, SignalMismatch, WindowIndicators, RowIds, derived_rows, window_width
 from core.config import Config
 from core.exchange.day_tickers import day_windows
 from core.models import Market, Opportunity, ScanResult
 from core.scan import universe
-from core.scan.candles import CandleStore, CandleView
+from core.scan.candles import CandleStore
 from core.scan.quality import CandleChecks, higher_jump_ratio
 from core.scan.scanner import Indicators, Scanner
-from core.timeframes import TIMEFRAME_MS
 from strategies.base import BENCHMARK, MARKET_WINDOW, MarketState, ScanInput, cross_section, pair_features
 
 log = logging.getLogger(__name__)
 
-MIN_WINDOW = 64
 CHUNK_ROWS = 4_096  # rows per ranking call: its temporaries are (rows x W) per indicator
 GAP_ROWS = 256  # unwanted rows between two wanted runs that still share one ranking call
 GROUP = 16  # pairs whose indicator matrices exist at the same time (peak memory vs per-call overhead)
-
-
-class SignalMismatch(RuntimeError):
-    """The precomputed signals differ from the real scanner's: the backtest must not go on."""
-
-
-def window_width(scanner: Scanner) -> int:
-    """Columns each row shows the strategies: enough for the deepest look-back a parameter allows."""
-    deepest = 0
-    for s in scanner.strategies:
-        for f in fields(s.params):
-            v = getattr(s.params, f.name)
-            if isinstance(v, int) and not isinstance(v, bool):
-                deepest = max(deepest, v)
-    return max(MIN_WINDOW, deepest + 2)
-
-
-# --- candle matrices ---------------------------------------------------------------------------
-
-@dataclass
-class Frame:
-    """One timeframe's candles for a set of pairs; ``view`` lays them out as right-aligned
-    (P, W + T) matrices (built on first use: the backtest builds it per group of pairs)."""
-
-    timeframe: str
-    symbols: tuple[str, ...]
-    rows: list[np.ndarray]  # per pair (n, 6) candles
-    width: int
-
-    def __post_init__(self) -> None:
-        self.tf_ms = TIMEFRAME_MS[self.timeframe]
-        self.n = np.array([len(r) for r in self.rows], dtype=np.int64)
-        self.length = self.width + int(self.n.max(initial=0))  # L: every pair has >= W NaN columns first
-
-    def group(self, lo: int, hi: int) -> "Frame":
-        return Frame(self.timeframe, self.symbols[lo:hi], self.rows[lo:hi], self.width)
-
-    @cached_property
-    def view(self) -> CandleView:
-        data = np.full((6, len(self.rows), self.length), np.nan)
-        for p, r in enumerate(self.rows):
-            if len(r):
-                data[:, p, self.length - len(r):] = r.T
-        return CandleView(self.timeframe, self.symbols, *data, self.n.copy())
-
-    def row_index(self, p: np.ndarray, k: np.ndarray) -> np.ndarray:
-        """Row of the flat window view that ends at candle ``k`` of pair ``p`` (k = -1: an all-NaN row)."""
-        col = np.where(k >= 0, self.length - self.n[p] + k, self.width - 1)
-        return p * self.length + col - (self.width - 1)
-
-    def windows(self, matrix: np.ndarray) -> np.ndarray:
-        """(P * L - W + 1, W) zero-copy view: row r = the W values ending at flat position r + W - 1."""
-        return sliding_window_view(matrix.reshape(-1), self.width)
-
-
-def derived_rows(symbols: Sequence[str], rows: list[np.ndarray], signal_tf: str, higher_tf: str,
-                 ) -> list[np.ndarray]:
-    """The higher timeframe's candles exactly as the candle store builds them from ``rows``."""
-    # the store aggregates a whole appended block before trimming it to capacity, so a capacity
-    # that holds every higher candle of the longest time span is enough
-    span = max([int(r[-1, 0] - r[0, 0]) for r in rows if len(r)] + [0])
-    cap = span // TIMEFRAME_MS[higher_tf] + 3
-    store = CandleStore([signal_tf, higher_tf], cap)
-    if store.derived_from(higher_tf) != signal_tf:
-        raise ValueError(f"{higher_tf} is not built from {signal_tf} by the candle store")
-    store.set_symbols(list(symbols))
-    for sym, r in zip(symbols, rows):
-        if len(r):
-            store.append(sym, signal_tf, r)
-    v = store.view(higher_tf)
-    out = []
-    for p in range(len(symbols)):
-        c = int(v.counts[p])
-        block = np.stack([v.ts[p], v.open[p], v.high[p], v.low[p], v.close[p], v.volume[p]], axis=1)
-        out.append(np.ascontiguousarray(block[cap - c:]) if c else np.empty((0, 6)))
-    return out
-
-
-# --- strategies over (pair, candle) rows -------------------------------------------------------
-
-class _RowIds(Sequence):
-    """Stands in for ``ScanInput.symbols``: row i of a chunk is flat row ``start + i``."""
-
-    def __init__(self, start: int, stop: int) -> None:
-        self.start, self.stop = start, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return list(range(self.start, self.stop))[i]
-        if i < 0:
-            i += len(self)
-        return self.start + i
-
-
-class WindowIndicators(Indicators):
-    """``Indicators`` whose matrices have one row per (pair, candle): the W newest values then.
-
-    Every indicator is computed once by ``full`` (the scanner's class over the whole history) and
-    only re-viewed here, so strategies and ranking run unchanged. ``rows`` selects the rows: a
-    slice (zero-copy) or an index array (gathered, for the higher timeframe).
-    """
-
-    def __init__(self, full: Indicators, frame: Frame, rows: slice | np.ndarray) -> None:
-        self.full, self.frame, self.rows = full, frame, rows
-        self.timeframe = full.timeframe
-        self.view = None  # not the scanner's store view: rows are (pair, candle) here
-        self._cache: dict[tuple, object] = {}
-        self._fields: dict[str, np.ndarray] = {}
-
-    def _wrap(self, matrix: np.ndarray) -> np.ndarray:
-        return self.frame.windows(matrix)[self.rows]
-
-    def _field(self, name: str) -> np.ndarray:
-        v = self._fields.get(name)
-        if v is None:
-            v = self._fields[name] = self._wrap(getattr(self.full, name))
-        return v
-
-    ts = property(lambda self: self._field("ts"))
-    open = property(lambda self: self._field("open"))
-    high = property(lambda self: self._field("high"))
-    low = property(lambda self: self._field("low"))
-    close = property(lambda self: self._field("close"))
-    volume = property(lambda self: self._field("volume"))
-
-    def _get(self, key: tuple, compute):
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
-        method = getattr(self.full, key[0], None)
-        if not callable(method):
-            raise SignalMismatch(f"scanner indicator cache key {key!r} does not name an Indicators method; "
-                                 "core/backtest/signals.py must learn it")
-        value = method(*key[1:])
-        wrapped = _Outputs(self.frame, self.rows, value) if isinstance(value, tuple) else self._wrap(value)
-        self._cache[key] = wrapped
-        return wrapped
-
-
-class _Outputs(Sequence):
-    """A multi-output indicator's windows (MACD's line, signal and histogram), each wrapped when
-    first read: strategies often read one of them, and wrapping the higher timeframe's copies
-    (rows x W) each time costs more than any strategy. Indexing, unpacking and ``np.asarray``
-    see the wrapped arrays (not a tuple subclass: numpy would read a tuple's raw items). It holds
-    no reference to its ``WindowIndicators``: a cycle would keep every chunk's copies until the
-    garbage collector ran."""
-
-    def __init__(self, frame: Frame, rows: slice | np.ndarray, values: tuple) -> None:
-        self._frame, self._rows, self._raw = frame, rows, values
-        self._done: list[np.ndarray | None] = [None] * len(values)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return tuple(self[j] for j in range(len(self._raw))[i])
-        v = self._done[i]
-        if v is None:
-            v = self._done[i] = self._frame.windows(self._raw[i])[self._rows]
-        return v
-
-    def __iter__(self):
-        return (self[j] for j in range(len(self._raw)))
 
 
 # --- the tables --------------------------------------------------------------------------------
@@ -453,7 +282,7 @@ class SignalTable:
         full_hi = Indicators(hi.view) if hi is not None else None
         for start, stop in _chunks(wanted):
             ok = wanted[start:stop]
-            data = ScanInput(_RowIds(start, stop), WindowIndicators(full_sig, sig, slice(start, stop)),  # type: ignore[arg-type]
+            data = ScanInput(RowIds(start, stop), WindowIndicators(full_sig, sig, slice(start, stop)),  # type: ignore[arg-type]
                              WindowIndicators(full_hi, hi, hi_rows[start:stop]) if hi is not None else None,
                              MarketState(strength[start:stop], breadth[start:stop], risk_on[start:stop]))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -466,7 +295,7 @@ class SignalTable:
         again = ~first
         if again.any():
             d_at, d_p, d_i = at[again], lo + pp[again], ii[again]
-            data = ScanInput(_RowIds(0, len(d_at)), WindowIndicators(full_sig, sig, d_at),  # type: ignore[arg-type]
+            data = ScanInput(RowIds(0, len(d_at)), WindowIndicators(full_sig, sig, d_at),  # type: ignore[arg-type]
                              WindowIndicators(full_hi, hi, hi_rows[d_at]) if hi is not None else None,
                              MarketState(self.strength[d_p, d_i], self.breadth[d_i], self.risk_on[d_i]))
             with np.errstate(invalid="ignore", divide="ignore"):

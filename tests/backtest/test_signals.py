@@ -5,7 +5,8 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from core.backtest import signals
-from core.backtest.signals import Frame, _chunks, _Outputs
+from core.backtest.signals import _chunks
+from core.backtest.windows import Frame, _Outputs
 
 
 @given(st.lists(st.booleans(), max_size=3000), st.integers(1, 200), st.integers(1, 300))
