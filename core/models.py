@@ -130,6 +130,21 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """What the exchange (or the lack of an answer) says about one of our orders: the live
+    executor adopts it into the ``Order`` (its status moves by the transition table)."""
+
+    status: OrderStatus
+    filled: Decimal
+    average: Decimal | None = None
+    exchange_id: str | None = None
+
+    @classmethod
+    def of(cls, o: Order) -> "Seen":
+        return cls(o.status, o.filled, o.average, o.exchange_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Fill:
     """One execution. Append-only in the store; the tax ledger is derived from these."""
 

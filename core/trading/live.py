@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 
 from core.trading.executor import BaseExecutor, client_order_id, sellable
 from core.trading.protection import Protection
 from core.trading.reconcile import FLAGGED_KEY, TAG_KEY, Reconciliation, short as _short  # noqa: F401
 from core.exchange.gateway import GatewayError, OrderRejected
-from core.models import BUY, SELL, Fill, Opportunity, Order, OrderBook, OrderStatus, Position, PositionStatus
+from core.models import BUY, SELL, Fill, Opportunity, Order, OrderBook, OrderStatus, Position, PositionStatus, Seen
 from core.trading.portfolio import Portfolio, build, to_decimal
 from core.trading.risk import Approval
 from core.trading.rules import Refusal
@@ -38,20 +37,6 @@ EXIT_RETRY_MS = 60_000  # after an exit order that sold nothing
 EXIT_CONTINUE_MS = 2_000  # after an exit order that sold part of the position
 MAX_FILL_TRIES = 30  # trade-history looks before a missing fill is reported; then about once a minute
 SLOW_LOOK_EVERY = 20  # polls between looks after that (a poll every trading.monitor_interval_s)
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """What the exchange (or the lack of an answer) says about one of our orders."""
-
-    status: OrderStatus
-    filled: Decimal
-    average: Decimal | None = None
-    exchange_id: str | None = None
-
-    @classmethod
-    def of(cls, o: Order) -> "Seen":
-        return cls(o.status, o.filled, o.average, o.exchange_id)
 
 
 class LiveExecutor(Protection, Reconciliation, BaseExecutor):

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 
 from core.exchange.ccxt_orders import ListRejected, LegReport
 from core.exchange.gateway import GatewayError
 from core.log import audit
-from core.models import SELL, Order, OrderStatus, Position
+from core.models import SELL, Order, OrderStatus, Position, Seen
 from core.store import protections as db
 from core.store.protections import ProtectionRow
 from core.trading.exits import STOP_LOSS, TAKE_PROFIT, TRAILING_STOP, trail_pct, trailing_stop
@@ -32,16 +31,6 @@ log = logging.getLogger("core.trading.live")  # one logger for the live executor
 ZERO = Decimal(0)
 REFUSED_RETRY_S = 600.0  # a placement the rules refuse is tried again after this (wall time)
 FAILED_RETRY_S = 30.0  # after the exchange refused a placement for another reason
-
-
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    """An exchange answer about one leg, in the shape ``LiveExecutor._apply`` adopts."""
-
-    status: OrderStatus
-    filled: Decimal
-    average: Decimal | None = None
-    exchange_id: str | None = None
 
 
 def leg_kind(client_id: str) -> str | None:
@@ -181,7 +170,7 @@ class Placement:
             r = by_id.get(cid)
             if o is None or r is None:
                 continue
-            await self._apply(o, _Seen(r.status, r.filled, None, r.exchange_id), pos, why)
+            await self._apply(o, Seen(r.status, r.filled, None, r.exchange_id), pos, why)
             if not o.status.is_final:
                 self._orders.pop(cid, None)
         await self._settle_row(row)
