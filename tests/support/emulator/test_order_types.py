@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from tests.support.emulator import DEFAULT_EXCHANGE_INFO, DEFAULT_OHLCV_DIR, Emulator, client
 from tests.support.emulator.client import checked
 from tests.support.emulator.rules import ApiError
+from tests.support.emulator.test_emulator import assert_balances_follow_trades
 
 H = 3_600_000
 T0 = 1_672_531_200_000  # 2023-01-01T00:00:00Z: synthetic candles start here
@@ -755,17 +756,7 @@ def test_balances_locks_and_lists_stay_consistent_with_stops_and_ocos(steps, rat
             assert err.code in (-1013, -2010), err.msg  # filters, caps, funds, would trigger: nothing else
     emu.advance(24 * H)
 
-    expected = dict(start)
-    for t in acc.trades:
-        r = emu.exchange.rules[t.symbol]
-        sign = 1 if t.is_buyer else -1
-        expected[r.base] = expected.get(r.base, D(0)) + sign * t.qty
-        expected[r.quote] = expected.get(r.quote, D(0)) - sign * t.quote_qty
-        expected[t.commission_asset] -= t.commission
-    totals = acc.totals()
-    for asset in set(expected) | set(totals):
-        assert totals.get(asset, D(0)) == expected.get(asset, D(0)), asset
-    assert all(v >= 0 for v in acc.free.values()) and all(v >= 0 for v in acc.locked.values())
+    assert_balances_follow_trades(emu, start)
     for asset in acc.locked:
         held = sum((o.locked for o in acc.open_orders() if (emu.exchange.rules[o.symbol].quote if o.side == "BUY"
                                                             else emu.exchange.rules[o.symbol].base) == asset), D(0))
