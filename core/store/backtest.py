@@ -130,7 +130,7 @@ class BacktestStore(Store):
             self._unsaved[key] = text
         else:  # part of the caller's transaction: lands with it
             self._unsaved.pop(key, None)
-            await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)", (key, text))
+            await self._put_state(conn, key, text)
 
     async def delete_state(self, key: str) -> None:
         if self._state.pop(key, None) is not None or key in self._unsaved:
@@ -142,10 +142,9 @@ class BacktestStore(Store):
             async with self._relaxed() as conn:
                 for key, text in rows.items():
                     if text is _GONE:
-                        await conn.execute("DELETE FROM bot_state WHERE key=?", (key,))
+                        await self._drop_state(conn, key)
                     else:
-                        await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
-                                           (key, text))
+                        await self._put_state(conn, key, text)
         await super().flush()
 
 

@@ -298,8 +298,15 @@ class Store:
         if conn is None:
             async with self._relaxed() as c:
                 return await self.set_state(key, value, c)
-        await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)",
-                           (key, json.dumps(value, default=str)))
+        await self._put_state(conn, key, json.dumps(value, default=str))
+
+    @staticmethod
+    async def _put_state(conn, key: str, text: str) -> None:
+        await conn.execute("INSERT OR REPLACE INTO bot_state (key, value) VALUES (?, ?)", (key, text))
+
+    @staticmethod
+    async def _drop_state(conn, key: str) -> None:
+        await conn.execute("DELETE FROM bot_state WHERE key=?", (key,))
 
     async def add_event(self, event: Event, conn: aiosqlite.Connection | None = None) -> int | None:
         """Queue a notification: inside the caller's transaction when given one (a fill's message
@@ -315,7 +322,7 @@ class Store:
     async def delete_state(self, key: str) -> None:
         """Forget a key (a request that has been acted on)."""
         async with self._relaxed() as conn:
-            await conn.execute("DELETE FROM bot_state WHERE key=?", (key,))
+            await self._drop_state(conn, key)
 
 
 class _Transaction:
