@@ -65,8 +65,8 @@ class ScannerConfig:
 
 @dataclass(frozen=True)
 class StrategiesConfig:
-    enabled: list = opt(["mean_reversion"], "strategy plugins to run, by name (the others ship disabled: "
-                        "one loses money, one does not beat random entries; see README Strategies)",
+    enabled: list = opt(["mean_reversion", "trend_following"], "strategy plugins to run, by name (momentum "
+                        "ships disabled: too few trades to show an edge; see README Strategies)",
                         min_items=1, min_items_why="expected at least one strategy (with none, nothing is ever traded)")
     weights: dict = opt({}, "ranking weight per strategy name (default 1.0)")
     params: dict = opt({}, "per-strategy parameters: {name: {param: value}}, validated by each plugin")
@@ -80,9 +80,10 @@ class TradingConfig:
     stop_loss_pct: float = opt(0.03, "widest stop allowed, as a fraction below entry", gt=0, max=0.5)
     take_profit_pct: float = opt(0.06, "target when a strategy gives none, as a fraction above entry",
                                  gt=0, max=10)
-    trailing_stop_pct: float = opt(0.0, "trailing stop distance from the high since entry (0: off)", min=0,
-                                   max=0.5)
-    max_hold_hours: float = opt(48.0, "exit a position after this many hours (0: never)", min=0, max=24 * 365)
+    trailing_stop_pct: float = opt(0.0, "trailing stop distance from the high since entry (0: off), for positions "
+                                   "whose strategy sets none (each shipped strategy sets its own)", min=0, max=0.5)
+    max_hold_hours: float = opt(48.0, "exit a position after this many hours (0: never), for positions whose "
+                                "strategy sets none (each shipped strategy sets its own)", min=0, max=24 * 365)
     monitor_interval_s: float = opt(3.0, "seconds between exit checks of open positions", min=0.5, max=600)
     exchange_stops: str = opt("oco", "live: protective exit resting on the exchange after each entry: oco (take-profit "
                               "+ stop-limit), stop (stop-limit only) or off", choices=("oco", "stop", "off"))
@@ -207,6 +208,31 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: str = field(default="<defaults>", compare=False, metadata={"internal": True})
+
+    def exits(self, strategy: str) -> TradingConfig:
+        """``trading`` as it applies to ``strategy``'s positions: the strategy's own ``max_hold_hours``
+        and ``trailing_stop_pct`` (``strategies.params.<name>``, defaults in the plugin) where it sets
+        them, else ``trading.*`` (manual and rebuilt positions, plugins without them). Cached: exit
+        checks ask for it every few seconds per position."""
+        cache = self.__dict__.setdefault("_exits", {})  # not a field: equality and replace() ignore it
+        if strategy not in cache:
+            cache[strategy] = replace(self.trading, **_own_exits(self.strategies, strategy, self.source))
+        return cache[strategy]
+
+
+EXIT_KEYS = ("max_hold_hours", "trailing_stop_pct")
+
+
+def _own_exits(section: StrategiesConfig, name: str, file: str) -> dict[str, float]:
+    from strategies import registry
+
+    if name not in registry.available():
+        return {}
+    try:
+        params = registry.params_of(section, name, file)
+    except Exception:  # noqa: BLE001 -- a plugin nobody configured failed to load: its positions use trading.*
+        return {}
+    return {k: getattr(params, k) for k in EXIT_KEYS if getattr(params, k, None) is not None}
 
 
 def _cross_checks(cfg: Config, file: str) -> None:

@@ -30,12 +30,27 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 import core.indicators as ta
+from core.fields import opt
 from core.models import BUY
 
 
 @dataclass(frozen=True)
 class NoParams:
     """For a strategy without parameters."""
+
+
+# The time and trailing exits of a strategy's positions belong to its tested defaults: a dip bought
+# for a bounce wants no trail (the bounce's own noise would stop it out), a trend entry may want one.
+# Each strategy's ``Params`` declares both with these helpers; null follows ``trading.*`` (``Config.exits``).
+
+def max_hold_opt(default: float | None) -> Any:
+    return opt(default, "exit this strategy's positions after this many hours (0: never; null: "
+               "trading.max_hold_hours)", min=0, max=24 * 365)
+
+
+def trailing_stop_opt(default: float | None) -> Any:
+    return opt(default, "trailing stop of this strategy's positions, as a fraction below the high since entry "
+               "(0: off; null: trading.trailing_stop_pct)", min=0, max=0.5)
 
 
 class CandleMatrix(Protocol):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.fields import opt
-from strategies.base import ScanInput, Signals, Strategy, flag, last, ramp
+from strategies.base import ScanInput, Signals, Strategy, flag, last, max_hold_opt, ramp, trailing_stop_opt
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class MeanReversionParams:
     atr_period: int = opt(14, "ATR period for stop and target", min=1, max=500)
     stop_atr: float = opt(3.0, "stop this many ATRs below the close", gt=0, max=50)
     min_target_atr: float = opt(1.0, "target at least this many ATRs above the close", gt=0, max=100)
+    max_hold_hours: float | None = max_hold_opt(24.0)  # exits: walk-forward, research/README.md section 2c
+    trailing_stop_pct: float | None = trailing_stop_opt(0.08)
 
 
 class MeanReversion(Strategy):

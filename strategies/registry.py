@@ -82,6 +82,11 @@ def check_config(section, file: str) -> None:
             _params(_load(name, file, f"strategies.params.{name}"), data, file, name)
 
 
+def params_of(section, name: str, file: str = "<config>") -> Any:
+    """The validated params of one installed strategy (configured or default)."""
+    return _params(_load(name, file, f"strategies.params.{name}"), section.params.get(name), file, name)
+
+
 def build(section, file: str = "<config>") -> list[Strategy]:
     """Instances of the enabled strategies, in config order, with validated params."""
     out = []

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.fields import opt
-from strategies.base import ScanInput, Signals, Strategy, last, ramp
+from strategies.base import ScanInput, Signals, Strategy, last, max_hold_opt, ramp, trailing_stop_opt
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class TrendParams:
     atr_period: int = opt(14, "ATR period for stop and target (signal timeframe)", min=1, max=500)
     stop_atr: float = opt(2.0, "stop this many ATRs below the close", gt=0, max=50)
     target_atr: float = opt(6.0, "target this many ATRs above the close", gt=0, max=100)
+    max_hold_hours: float | None = max_hold_opt(0.0)  # exits: walk-forward, research/README.md section 2c
+    trailing_stop_pct: float | None = trailing_stop_opt(0.09)
 
 
 class TrendFollowing(Strategy):

@@ -39,6 +39,10 @@ def test_reference_documents_every_key():
     ({"paper": {"spread_pct": -0.001}}, "paper.spread_pct", ">= 0"),
     ({"paper": {"spread_pct": 1}}, "paper.spread_pct", "<= 0.05"),
     ({"paper": {"spread_pct": "wide"}}, "paper.spread_pct", "a number"),
+    ({"strategies": {"params": {"mean_reversion": {"max_hold_hours": -1}}}},
+     "strategies.params.mean_reversion.max_hold_hours", ">= 0"),
+    ({"strategies": {"params": {"mean_reversion": {"trailing_stop_pct": 0.6}}}},
+     "strategies.params.mean_reversion.trailing_stop_pct", "<= 0.5"),
 ])
 def test_bad_values_name_the_key(data, key, expected):
     with pytest.raises(ConfigError) as err:
@@ -171,3 +175,15 @@ def test_readme_documents_every_key_with_its_default():
     readme = (ROOT / "README.md").read_text()
     for key, default, _ in reference():
         assert f"| `{key}` | `{default}` |" in readme, f"README configuration reference is missing {key}"
+
+
+def test_a_strategys_own_exits_win_and_null_or_no_strategy_follows_trading():
+    cfg = config_from_dict({"trading": {"max_hold_hours": 12, "trailing_stop_pct": 0.02},
+                            "strategies": {"enabled": ["mean_reversion", "momentum"],
+                                           "params": {"momentum": {"max_hold_hours": None,
+                                                                   "trailing_stop_pct": 0.05}}}})
+    assert (cfg.exits("mean_reversion").max_hold_hours, cfg.exits("mean_reversion").trailing_stop_pct) == (24, 0.08)
+    assert (cfg.exits("momentum").max_hold_hours, cfg.exits("momentum").trailing_stop_pct) == (12, 0.05)
+    for other in ("manual", "rebuilt"):  # positions without a strategy's rules
+        assert cfg.exits(other) == cfg.trading
+    assert cfg.exits("momentum").stop_loss_pct == cfg.trading.stop_loss_pct  # only the two exit keys differ

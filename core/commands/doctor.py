@@ -143,7 +143,8 @@ def _order_types_check(cfg, gw, symbols: list[str]) -> Check:
     lists = order_lists(gw)
     if lists is None or not symbols:
         return Check("order types", SKIP, "not checked: " + ("no pairs" if lists else "no exchange order rules"))
-    oco, trail = t.exchange_stops == "oco", t.trailing_stop_pct > 0
+    oco = t.exchange_stops == "oco"
+    trail = any(cfg.exits(name).trailing_stop_pct > 0 for name in (*cfg.strategies.enabled, "manual"))
     short: dict[str, list[str]] = {}
     for sym in symbols:
         r = lists.rules(sym)

@@ -152,10 +152,11 @@ class Engine(ManualControl):
             if self.risk.emergency:
                 decision = ("emergency: " + "; ".join(self.risk.halts), prices.get(pos.symbol))
             elif self.replay and (candle := await self._last_candle(pos)) is not None:
-                decision = candle_exit(pos, candle, now, self.cfg.trading)
-                decision = resting_exit(pos, candle, decision, self.cfg.trading)  # exchange-side stops, as live
+                rules = self.cfg.exits(pos.strategy)
+                decision = candle_exit(pos, candle, now, rules)
+                decision = resting_exit(pos, candle, decision, rules)  # exchange-side stops, as live
             elif pos.symbol in prices:
-                reason = exit_reason(pos, Decimal(str(prices[pos.symbol])), now, self.cfg.trading)
+                reason = exit_reason(pos, Decimal(str(prices[pos.symbol])), now, self.cfg.exits(pos.strategy))
                 decision = (reason, prices[pos.symbol]) if reason else None
             else:
                 log.warning("no price for open position %s #%s: exit check skipped this time", pos.symbol, pos.id)
@@ -246,6 +247,10 @@ class Engine(ManualControl):
         now = self.clock.now_ms()
         open_syms = {p.symbol for p in self.executor.positions}
         prices = await self.prices(open_syms | {o.symbol for o in scan.opportunities})
+        # replay: the candle that just closed already crossed its stops and targets (resting on the exchange
+        # live); settle them before the marks the risk gate judges, or a candle that closed far below a stop
+        # would count as a loss the stop prevented and could fire a halt that live would not
+        exits = await self.check_exits(prices) if self.replay else []
         portfolio = await self.executor.portfolio(prices)
         valued = self.executor.valuation_ok
         if valued:
@@ -256,7 +261,9 @@ class Engine(ManualControl):
         report = CycleReport(now, scan, portfolio.equity, portfolio.cash, len(portfolio.positions))
         report.prices = prices
         judged = portfolio  # the equity curve records the marks the risk gate judged: one drawdown everywhere
-        report.exits = await self.check_exits(prices)
+        if not self.replay or self.risk.emergency:  # replay: this candle's exits are settled, a halt's are not
+            exits += await self.check_exits(prices)
+        report.exits = exits
         self.hooks.progress()
         if valued and not self.stopping:
             await self._enter(scan, prices, report)

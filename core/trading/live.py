@@ -335,8 +335,9 @@ class LiveExecutor(Protection, Reconciliation, BaseExecutor):
         if isinstance(left, Refusal):
             await self.save_closed(pos, s, lambda p: self._close_fields(p, s, p.exit_reason or "exit",
                                                                         self.clock.now_ms()))
-            log.info("live: position #%s on %s closed: %s, pnl %s %s", pos.id, pos.symbol, pos.exit_reason,
-                     pos.pnl, self.quote)
+            dust = f" ({s.remaining} {pos.base} left on the account: {left.reason})" if s.remaining > 0 else ""
+            log.info("live: position #%s on %s closed: %s, pnl %s %s%s", pos.id, pos.symbol, pos.exit_reason,
+                     pos.pnl, self.quote, dust)
             return
         if self.clock.now_ms() >= self._exit_after.get(pos.id, 0):
             self._exit_after.pop(pos.id, None)
@@ -348,7 +349,7 @@ class LiveExecutor(Protection, Reconciliation, BaseExecutor):
         limit = self.cfg.trading.order_type == "limit"
         pos = Position(symbol=sym, strategy=opp.strategy, amount=ZERO, entry_price=approval.price,
                        stop=approval.stop, target=approval.target, opened_ms=now,
-                       trail_pct=to_decimal(self.cfg.trading.trailing_stop_pct), highest=approval.price,
+                       trail_pct=to_decimal(self.cfg.exits(opp.strategy).trailing_stop_pct), highest=approval.price,
                        score=opp.score, reason=opp.reason)
 
         def make(p: Position) -> Order:

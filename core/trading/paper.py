@@ -124,7 +124,7 @@ class PaperExecutor(BaseExecutor):
             return None
         pos = Position(symbol=sym, strategy=opp.strategy, amount=ZERO, entry_price=price, stop=approval.stop,
                        target=approval.target, opened_ms=now, highest=price, score=opp.score, reason=opp.reason,
-                       trail_pct=to_decimal(self.cfg.trading.trailing_stop_pct))
+                       trail_pct=to_decimal(self.cfg.exits(opp.strategy).trailing_stop_pct))
 
         def make(p: Position) -> Order:
             o = Order(client_id=client_order_id(TAG, p.id, "entry", 1), symbol=sym, side=BUY,
@@ -154,7 +154,7 @@ class PaperExecutor(BaseExecutor):
         if px > 0:
             self.prices[pos.symbol] = px
         if reason in (STOP_LOSS, TRAILING_STOP) and self.cfg.trading.exchange_stops != "off":
-            level, limit = protective_levels(pos, self.cfg.trading)  # the stop-limit live mode rests
+            level, limit = protective_levels(pos, self.cfg.exits(pos.strategy))  # the stop-limit live mode rests
             if 0 < px < limit:  # the market went through its limit: unfilled on the exchange, sold at market
                 reason = missed(reason, level, limit)
         for o in [o for o in self._resting.values() if o.position_id == pos.id]:

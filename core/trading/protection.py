@@ -29,7 +29,9 @@ Life cycle of one placement (a ``protections`` row, ``TRANSITIONS``)::
 - **Reconciliation** (``_sync_protection``, at start and on every poll): a leg that filled closes
   the position with that fill (recorded once through the order path, so it reaches the ledger);
   the other leg is gone (OCO) or cancelled; a list found cancelled or expired with nothing filled
-  leaves the position unprotected, and the next placement pass protects it again.
+  leaves the position unprotected, and the next placement pass protects it again. At start, a
+  position left open by a process stopped between such a fill and its close is settled the same
+  way (``_resume_exchange_exits``).
 """
 from __future__ import annotations
 
@@ -132,6 +134,7 @@ class Protection(Placement):
                             row.stop_id, row.position_id)
         for pid in sorted(self._prot):
             await self._sync_position(pid, at_start=True)
+        await self._resume_exchange_exits()
         for o in list(self._orders.values()):
             if o.client_id in self._legs and not o.status.is_final:
                 self._orders.pop(o.client_id, None)
@@ -142,6 +145,20 @@ class Protection(Placement):
         log.info("live: protection check done: %d open positions, %d with a resting exchange stop%s",
                  len(self._open), sum(1 for p in self._open.values() if self._prot.get(p.id)),
                  f", without: {bare}" if bare else "")
+
+    async def _resume_exchange_exits(self) -> None:
+        """Start-up: a position still open although one of its protections is done with a leg
+        filled was stopped inside ``_exchange_exit`` (the fill and the row were saved, the close
+        was not). Settle it as that would have: its exit reason, the fill already recorded, the
+        rest sold or, below the exchange's minimums, left as dust. Left open, it would count
+        against ``max_open_positions`` and its dust would be refused every protection pass."""
+        for pos in [p for p in self._open.values() if p.status == PositionStatus.OPEN and not self._prot.get(p.id)]:
+            for row in reversed(await db.of_position(self.store.db, pos.id)):
+                legs = [await self.store.get_order(cid) for cid in row.leg_ids] if row.status == "done" else []
+                legs = [o for o in legs if o is not None]
+                if sum((o.filled for o in legs), ZERO) > 0:
+                    await self._exchange_exit(pos, row, legs, at_start=True, resumed=True)
+                    break
 
     async def _protect_poll(self) -> None:
         """Every monitor interval: notice legs that left the book (one open-lists request for the
@@ -224,18 +241,22 @@ class Protection(Placement):
         if pos is None and row.status == "active":  # the position closed without it: nothing to protect
             await self._cancel_row(row, None, "position closed")
 
-    async def _exchange_exit(self, pos: Position, row: ProtectionRow, legs: list[Order], at_start: bool) -> None:
-        """A leg filled on the exchange: the position exits with that fill (already recorded)."""
+    async def _exchange_exit(self, pos: Position, row: ProtectionRow, legs: list[Order], at_start: bool,
+                             resumed: bool = False) -> None:
+        """A leg filled on the exchange: the position exits with that fill (already recorded).
+        ``resumed``: the fill was seen before a restart that interrupted this (``_resume_exchange_exits``)."""
         if pos.id not in self._open or pos.status == PositionStatus.CLOSED:
             return
         won = max(legs, key=lambda o: o.filled)
         kind = leg_kind(won.client_id)
         reason = TAKE_PROFIT if kind == "target" else (TRAILING_STOP if row.stop > pos.stop else STOP_LOSS)
+        when = ("; seen before the restart, the position was not closed yet: closing it now" if resumed
+                else " while pitrader was down" if at_start else "")
         (log.warning if at_start else log.info)(
             "live: %s #%s: the exchange's %s leg %s filled %s @ %s%s", pos.symbol, pos.id, kind, won.client_id,
-            won.filled, won.average, " while pitrader was down" if at_start else "")
+            won.filled, won.average, when)
         audit("protection_fill", symbol=pos.symbol, position=pos.id, leg=won.client_id, filled=won.filled,
-              reason=reason)
+              reason=reason, **({"resumed": True} if resumed else {}))  # resumed: may repeat the one before it
         self._through.pop(pos.id, None)
         if pos.status == PositionStatus.OPEN:
             pos.transition(PositionStatus.CLOSING)

@@ -68,7 +68,7 @@ class Placement:
             await self._place(pos)
 
     def _levels(self, pos: Position) -> tuple[Decimal, Decimal | None]:
-        trail = trailing_stop(pos, self.cfg.trading)
+        trail = trailing_stop(pos, self.cfg.exits(pos.strategy))
         stop = max(pos.stop, trail) if trail is not None else pos.stop
         target = pos.target if self.cfg.trading.exchange_stops == "oco" and pos.target > 0 else None
         return stop, target
@@ -97,6 +97,8 @@ class Placement:
         stop, target = self._levels(pos)
         px = self.prices.get(pos.symbol)
         if px is not None and px <= stop:
+            px = await self._price_now(pos.symbol, px)  # the mark may be a cycle old: ask before leaving it bare
+        if px is not None and px <= stop:
             return  # already through the stop: the monitor exits this very check
         if target is not None and px is not None and px >= target:
             target = None  # the monitor takes the profit; protect the downside meanwhile
@@ -116,6 +118,18 @@ class Placement:
         if plan.note:
             log.info("live: %s #%s: %s", pos.symbol, pos.id, plan.note)
         await self._send_protection(pos, plan)
+
+    async def _price_now(self, symbol: str, mark: Decimal) -> Decimal:
+        """The last price of ``symbol`` from the exchange (``mark`` if unavailable). ``self.prices``
+        holds the scan cycle's marks: after the market jumped, a stop set from a fresher book (an
+        entry filled right after a candle closed higher) looks crossed by the old mark, and the
+        filled position would wait for the next cycle's marks without any exchange-side stop."""
+        try:
+            ticker = (await self.gateway.fetch_tickers([symbol])).get(symbol)
+        except GatewayError as exc:
+            log.info("live: %s: no current price (%s); judging the stop by the last mark", symbol, exc)
+            return mark
+        return to_decimal(ticker.last) if ticker is not None and ticker.last and ticker.last > 0 else mark
 
     async def _new_row(self, pos: Position, plan: Protective) -> ProtectionRow:
         now = self.clock.now_ms()
@@ -196,8 +210,8 @@ class Placement:
 
     # --- trailing ---------------------------------------------------------------------------------------
     async def _trail(self, pos: Position, row: ProtectionRow) -> None:
-        if trail_pct(pos, self.cfg.trading) <= 0 or not self.lists.rules(pos.symbol).cancel_replace_allowed \
-                and self.lists.rules(pos.symbol).known:
+        rules = self.lists.rules(pos.symbol)
+        if trail_pct(pos, self.cfg.exits(pos.strategy)) <= 0 or not rules.cancel_replace_allowed and rules.known:
             return
         now = time.monotonic()
         if now - self._trail_at.get(pos.id, -1e18) < self.cfg.trading.trail_update_s:

@@ -44,8 +44,10 @@ def churn_config(exchange_url: str) -> dict:
                            "max_hold_hours": 1})
     cfg["risk"].update({"cooldown_minutes": 0, "max_daily_loss_pct": 0.5, "max_drawdown_pct": 0.5})
     # the shipped mean reversion waits for a risk-on market, the weakest pairs and a deep dip: loosen all three
+    cfg["strategies"]["enabled"] = ["mean_reversion"]  # alone: every position follows the one-candle exits
     cfg["strategies"].setdefault("params", {})["mean_reversion"] = {"regime_filter": False, "strength_max": 1.0,
-                                                                 "rsi_oversold": 40.0}
+                                                                 "rsi_oversold": 40.0, "max_hold_hours": 1,
+                                                                 "trailing_stop_pct": 0}
     return cfg
 
 

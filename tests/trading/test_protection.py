@@ -113,6 +113,28 @@ def test_an_oco_rests_right_after_the_entry_fill(tmp_path):
                                         "stop": 97.0, "limit": 96.51, "target": 106.0}]
 
 
+def test_an_entry_whose_stop_a_cycle_old_mark_shows_crossed_is_protected_right_after_its_fill(tmp_path):
+    # the last cycle's marks say 100; the next candle closes at 101 and the entry fills there with its stop at
+    # 100.7 (set from the fresher book): judged by the old mark the stop looks crossed, by the market it is not
+    with market(tmp_path, [(100, 100.5, 99.5, 100), (100, 101.5, 100, 101)]) as emu:
+        async def main():
+            async with session(emu, tmp_path / "live.db", cfg_for(emu.url)) as (ex, store):
+                ex.update_marks({ETH: 100.0})
+                emu.set_time(START + 2 * H)
+                pos = await ex.open_position(opp(ETH, price=101.0),
+                                             Approval(D("1"), D("101"), D("100.7"), D("102"), "t"))
+                right_after = resting(emu)
+                await ex.poll()  # the marks are still the cycle's: only a fresh price can tell
+                return pos, right_after, resting(emu), await pdb.live(store.db), ex.tag
+
+        pos, right_after, after_poll, rows, tag = asyncio.run(main())
+    assert pos.status == "open" and pos.amount == D("0.999")
+    assert right_after == [(f"pt{tag}-1-s1", "STOP_LOSS_LIMIT", "NEW", 0), (f"pt{tag}-1-t1", "LIMIT_MAKER", "NEW", 0)]
+    assert after_poll == right_after
+    (row,) = rows
+    assert (row.kind, row.stop, row.target, row.amount) == ("oco", D("100.7"), D("102"), D("0.999"))
+
+
 def test_a_stop_that_fills_while_pitrader_is_down_closes_the_position_once(tmp_path):
     # candle 1 falls through the stop at 97 and keeps well above its limit: the stop-limit fills
     with market(tmp_path, [(100, 100.5, 99.5, 100), (100, 100.2, 96.8, 97.2)]) as emu:
@@ -155,6 +177,60 @@ def test_a_take_profit_fill_closes_the_position_and_the_stop_leg_expires(tmp_pat
     assert pos.status == "closed" and pos.exit_reason == "take_profit"
     assert pos.exit_price == D("106") and pos.pnl > 0
     assert orders == {"e1": "filled", "s1": "expired", "t1": "filled"}
+
+
+class Killed(BaseException):
+    """The process dies at this point (SIGKILL): nothing after it runs, every committed write stays."""
+
+
+def test_a_leg_fill_whose_close_a_kill_interrupted_is_settled_at_restart_like_without_the_kill(tmp_path, caplog):
+    # candle 1 reaches the take-profit at 106. 1.0001 ETH bought, 0.0010001 fee: 0.9990999 held, the OCO sells
+    # 0.9990 (lot step 0.0001) and 0.0000999 ETH is left, below the 0.0001 minimum: dust nobody can sell
+    moves = [(100, 100.5, 99.5, 100), (100, 107, 99.8, 106.5)]
+
+    def run(folder: Path, kill: bool):
+        with market(folder, moves) as emu:
+            async def first():
+                async with session(emu, folder / "live.db", cfg_for(emu.url)) as (ex, store):
+                    await buy(ex, amount="1.0001")
+                    if kill:  # dies once the leg's fill and the finished protection are saved, before the close
+                        async def die(*args, **kwargs):
+                            raise Killed
+                        ex._exchange_exit = die
+                    emu.set_time(START + 2 * H)
+                    with contextlib.suppress(Killed):
+                        await ex.poll()  # the list left the book: its legs are looked up and settled
+                    return [p.status.value for p in await store.positions()]
+
+            async def restart():
+                async with session(emu, folder / "live.db", cfg_for(emu.url)) as (ex, store):
+                    started = (await store.positions(), await store_fills(store), ex.positions)
+                    await ex.poll()
+                    return (*started, await store_fills(store))
+
+            before = asyncio.run(first())
+            sells = sum(1 for r in emu.request_log() if r.method == "POST" and r.path == "/api/v3/order")
+            positions, fills, in_memory, fills_after = asyncio.run(restart())
+            sells = sum(1 for r in emu.request_log() if r.method == "POST" and r.path == "/api/v3/order") - sells
+            return before, positions, fills, in_memory, fills_after, sells, emu.trades, emu.balances, resting(emu)
+
+    with caplog.at_level(logging.INFO, logger="core.trading.live"):
+        plain = run(tmp_path / "plain", kill=False)
+        caplog.clear()
+        before, positions, fills, in_memory, fills_after, sells, trades, balances, left = run(tmp_path / "kill", True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert before == ["open"]  # the kill landed after the fill was saved and before the position closed
+    (pos,) = positions
+    assert (pos.status, pos.exit_reason, pos.exit_price) == ("closed", "take_profit", D("106"))
+    (plain_pos,) = plain[1]
+    assert (pos.amount, pos.entry_price, pos.exit_price, pos.exit_fees, pos.pnl) == (
+        plain_pos.amount, plain_pos.entry_price, plain_pos.exit_price, plain_pos.exit_fees, plain_pos.pnl)
+    assert pos.pnl == balances["USDT"] - D(1000)  # exact: the dust is not counted as sold
+    assert in_memory == [] and sells == 0 and left == []  # not open, not counted, nothing sent for the dust
+    assert fills == fills_after and len(fills) == len(trades) == 2  # the entry and the leg, each once
+    assert balances["ETH"] == D("0.0000999")  # the dust stays on the account
+    assert sum("0.0000999 ETH left on the account" in m for m in messages) == 1
+    assert not any("no exchange-side stop" in m or "cannot sell" in m for m in messages)
 
 
 def test_a_gap_through_the_stop_limit_is_sold_by_the_emergency_path(tmp_path, caplog):
@@ -204,7 +280,8 @@ def test_a_stop_the_market_is_already_through_sells_at_market_at_once(tmp_path, 
 def test_trailing_moves_the_stop_with_one_cancel_replace_and_never_leaves_it_unprotected(tmp_path):
     with market(tmp_path, [(100, 100.5, 99.5, 100), (100, 110, 99.9, 109.5)]) as emu:
         async def main():
-            cfg = cfg_for(emu.url, trailing_stop_pct=0.02, trail_update_s=1)
+            cfg = cfg_for(emu.url, trail_update_s=1)  # the position's strategy trails 2 % (its own exit rule)
+            cfg = replace(cfg, strategies=replace(cfg.strategies, params={"trend_following": {"trailing_stop_pct": 0.02}}))
             async with session(emu, tmp_path / "live.db", cfg) as (ex, store):
                 pos = await buy(ex, target="150")
                 await ex.poll()
