@@ -103,9 +103,11 @@ class RiskConfig:
                                         "halt entries until `status --resume`",
                                   gt=0, max=1)
     drawdown_cooloff_hours: float = opt(72.0, "after a drawdown halt, resume by itself after this many hours "
-                                               "(0: only `status --resume`)", min=0, max=24 * 365)
-    drawdown_resume_size: float = opt(0.5, "after a drawdown halt, risk per trade is scaled by this until the "
-                                           "equity is back at the peak before the halt", gt=0, max=1)
+                                               "(0: only `status --resume`; never after a second halt before the "
+                                               "old peak is back)", min=0, max=24 * 365)
+    drawdown_resume_size: float = opt(0.5, "after a drawdown halt, risk per trade and the drawdown limit are "
+                                           "scaled by this until the equity is back at the peak before the halt",
+                                      gt=0, max=1)
     cooldown_minutes: float = opt(60.0, "no re-entry on a pair this long after an exit", min=0, max=7 * 1440)
     max_asset_exposure_pct: float = opt(0.25, "at most this fraction of equity in one base asset",
                                         gt=0, max=1)

@@ -13,8 +13,11 @@ until ``risk.max_drawdown_pct`` is changed, it is resumed explicitly (``pitrader
 --resume``, picked up at the next cycle while the service runs), or the cooling-off
 ``risk.drawdown_cooloff_hours`` has passed (0: explicit resume only). Resuming restarts the
 drawdown count from the equity at that moment, and until the equity is back at the peak before
-the halt every entry risks ``risk.drawdown_resume_size`` times ``risk.risk_per_trade_pct``: a
-live account is protected, and a backtest goes on trading at reduced size instead of idling.
+the halt every entry risks ``risk.drawdown_resume_size`` times ``risk.risk_per_trade_pct`` and the
+drawdown limit is scaled the same way (reduced size, reduced budget): a live account is protected,
+and a backtest goes on trading at reduced size instead of idling. A second drawdown halt in that
+phase does not cool off by itself: a market that took the limit twice waits for its owner, so
+the automatic losses stop at about 1 - (1 - L)(1 - L x s) (15 %, half size: 21.4 %).
 
 Sizing keeps every open stop-out within the loss the daily and drawdown limits still allow
 (``loss_budget``), so those limits are caps: only a gap through a stop (or gains given back by
@@ -212,12 +215,17 @@ class RiskGate:
             self._event("halt", f"Halt (daily loss): {reason}", DAILY_LOSS)
         peak = self.peak_equity
         dd = (peak - equity) / peak if peak > 0 else Decimal(0)
-        if DRAWDOWN not in self._halts and dd >= Decimal(str(r.max_drawdown_pct)):
-            cool_ms = int(r.drawdown_cooloff_hours * 3_600_000)
+        limit = self.drawdown_limit()
+        if DRAWDOWN not in self._halts and dd >= limit:
+            again = self.reduced_until is not None  # still paying back an earlier halt: no automatic resume
+            cool_ms = 0 if again else int(r.drawdown_cooloff_hours * 3_600_000)
             until = f"{r.drawdown_cooloff_hours:g} h have passed, " if cool_ms else ""
             reason = (f"equity {fmt_dec(equity, 2)} is {fmt_pct(dd)} below the peak {fmt_dec(peak, 2)} "
-                      f"(limit {fmt_pct(r.max_drawdown_pct)}); positions closed, entries halted until "
-                      f"{until}`pitrader status --resume` or a new risk.max_drawdown_pct")
+                      f"(limit {fmt_pct(limit)}"
+                      + (", reduced after an earlier drawdown halt; a second halt before that peak is back "
+                         "does not cool off by itself" if again else "")
+                      + f"); positions closed, entries halted until {until}`pitrader status --resume` or a new "
+                      "risk.max_drawdown_pct")
             self._halts[DRAWDOWN] = {"reason": reason, "since_ms": now_ms,
                                      "until_ms": now_ms + cool_ms if cool_ms else None,
                                      "limit": r.max_drawdown_pct, "peak": str(peak)}
@@ -237,8 +245,8 @@ class RiskGate:
             old_peak = Decimal(str(h.get("peak") or self.peak_equity or 0))
             if self.last_equity is not None:
                 self.peak_equity = self.last_equity
-            if self.cfg.risk.drawdown_resume_size < 1 and old_peak > 0:
-                self.reduced_until = old_peak
+            if self.cfg.risk.drawdown_resume_size < 1 and old_peak > 0:  # the first halt's peak, if higher
+                self.reduced_until = max(old_peak, self.reduced_until or old_peak)
             log.warning("risk: drawdown halt cleared (%s); peak equity reset to %s", why,
                         None if self.peak_equity is None else fmt_dec(self.peak_equity, 2))
             self._event("resume", f"Drawdown halt cleared ({why}); the drawdown counts from "
@@ -320,8 +328,15 @@ class RiskGate:
         if self.day_start_equity is None or self.peak_equity is None:
             return None
         day_floor = self.day_start_equity * (1 - Decimal(str(r.max_daily_loss_pct)))
-        dd_floor = self.peak_equity * (1 - Decimal(str(r.max_drawdown_pct)))
+        dd_floor = self.peak_equity * (1 - self.drawdown_limit())
         return equity - max(day_floor, dd_floor)
+
+    def drawdown_limit(self) -> Decimal:
+        """``risk.max_drawdown_pct``, times ``risk.drawdown_resume_size`` while entries are reduced
+        after a drawdown halt (the count then starts at the resume)."""
+        r = self.cfg.risk
+        limit = Decimal(str(r.max_drawdown_pct))
+        return limit * Decimal(str(r.drawdown_resume_size)) if self.reduced_until is not None else limit
 
     def _policy(self, opp: Opportunity, market: Market, portfolio: Portfolio) -> Rejection | None:
         """Whether this pair may be entered now at all: side, halts, score, quote, slots, cooldown."""

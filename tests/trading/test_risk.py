@@ -228,6 +228,35 @@ def test_drawdown_halt_cools_off_then_trades_at_reduced_size_until_the_old_peak(
     assert reduced_until is None
 
 
+def test_a_second_drawdown_halt_before_the_old_peak_waits_for_its_owner(tmp_path):
+    """After the first halt's cooling-off the book trades at half size with half the drawdown budget
+    (7.5 % from the resume); a second halt there does not cool off by itself, so two halts cost at
+    most 1 - 0.85 x 0.925 = 21.4 % before a person decides. A manual resume still works, and full
+    size needs the first halt's peak back."""
+    cfg = make_cfg(risk={"max_drawdown_pct": 0.15, "max_daily_loss_pct": 0.15, "drawdown_cooloff_hours": 72,
+                         "drawdown_resume_size": 0.5})
+    H = 3_600_000
+
+    async def body(gate, store, clock):
+        await gate.on_equity(D("1000"), T0)
+        await gate.on_equity(D("850"), T0 + H)  # first halt at 15 %
+        await gate.on_equity(D("850"), T0 + 74 * H)  # cooled off: counting from 850, half budget
+        budget = gate.loss_budget(wallet("850"))
+        quiet = await gate.on_equity(D("790"), T0 + 75 * H)  # 7.1 % below 850: still trading
+        second = await gate.on_equity(D("786"), T0 + 76 * H)  # 7.5 %: the second halt
+        await gate.on_equity(D("786"), T0 + 1000 * H)  # long after 72 h: still halted
+        waited = gate.emergency
+        await store.set_state(RESUME_KEY, {"requested_ms": T0})
+        await gate.on_equity(D("786"), T0 + 1001 * H)
+        return budget, quiet, second, waited, gate.emergency, gate.snapshot()["reduced_until"]
+
+    budget, quiet, second, waited, after, reduced_until = run_gate(tmp_path, cfg, body)
+    assert budget == D("850") * D("0.075")
+    assert quiet == [] and any(h.startswith("drawdown") and "does not cool off by itself" in h for h in second)
+    assert waited and not after
+    assert reduced_until == "1000"
+
+
 def test_drawdown_halt_lifted_by_a_config_change(tmp_path):
     cfg = make_cfg(risk={"max_drawdown_pct": 0.1, "max_daily_loss_pct": 0.1})
 
