@@ -281,9 +281,10 @@ def test_trailing_moves_the_stop_with_one_cancel_replace_and_never_leaves_it_unp
     with market(tmp_path, [(100, 100.5, 99.5, 100), (100, 110, 99.9, 109.5)]) as emu:
         async def main():
             cfg = cfg_for(emu.url, trail_update_s=1)  # the position's strategy trails 2 % (its own exit rule)
-            cfg = replace(cfg, strategies=replace(cfg.strategies, params={"trend_following": {"trailing_stop_pct": 0.02}}))
+            trail = {"trend_following": {"trailing_stop_pct": 0.02}}
+            cfg = replace(cfg, strategies=replace(cfg.strategies, params=trail))
             async with session(emu, tmp_path / "live.db", cfg) as (ex, store):
-                pos = await buy(ex, target="150")
+                await buy(ex, target="150")
                 await ex.poll()
                 first = resting(emu)
                 emu.set_time(START + 2 * H)
@@ -323,7 +324,7 @@ def test_a_list_cancelled_by_hand_is_replaced(tmp_path):
     with market(tmp_path, [(100, 100.5, 99.5, 100)]) as emu:
         async def main():
             async with session(emu, tmp_path / "live.db", cfg_for(emu.url)) as (ex, store):
-                pos = await buy(ex)
+                await buy(ex)
                 await ex.poll()
                 await ex.gateway.exchange.private_delete_openorders({"symbol": "ETHUSDT"})  # someone, by hand
                 await ex.poll()
