@@ -40,7 +40,8 @@ class NoParams:
 
 
 # The time and trailing exits of a strategy's positions belong to its tested defaults: a dip bought
-# for a bounce wants no trail (the bounce's own noise would stop it out), a trend entry may want one.
+# for a bounce wants a short life and at most a wide trail (a tight one is stopped by the bounce's own
+# noise), a trend entry wants room to run.
 # Each strategy's ``Params`` declares both with these helpers; null follows ``trading.*`` (``Config.exits``).
 
 def max_hold_opt(default: float | None) -> Any:

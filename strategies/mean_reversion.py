@@ -16,7 +16,9 @@ above its ``uptrend_period`` mean (a dip inside a longer uptrend; 0: off), relat
 most ``strength_max`` and, with ``regime_filter``, a risk-on market. The scanner's higher-timeframe confirmation
 does not apply (``confirmed = False``): a dip is, by design, where the higher timeframe is weak.
 Stop: ``stop_atr`` ATRs below the close; target: the Bollinger middle, at least
-``min_target_atr`` ATRs above the close.
+``min_target_atr`` ATRs above the close; out after 24 h, a trail 8 % under the high keeps part of a
+spike that turns before the target (``max_hold_hours``, ``trailing_stop_pct``: walk-forward,
+research/README.md 2c).
 """
 from __future__ import annotations
 

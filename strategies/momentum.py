@@ -17,7 +17,8 @@ mean; the entry (``pullback``: RSI at most ``pullback_rsi`` and the last candle 
 its ``higher_ema`` EMA as well.
 Score (0..100): 60, plus relative strength from ``strength_min`` to 1 (0..25), plus volume
 z-score from 0 to ``volume_z`` (0..15). Stop ``stop_atr`` ATRs below the close, target
-``target_atr`` ATRs above it (the risk gate keeps that reward:risk when it clamps the stop).
+``target_atr`` ATRs above it (the risk gate keeps that reward:risk when it clamps the stop); a
+trail 6 % under the high, out after 96 h (``trailing_stop_pct``, ``max_hold_hours``: walk-forward).
 """
 from __future__ import annotations
 

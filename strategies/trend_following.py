@@ -19,7 +19,8 @@ timeframe) at most ``rsi_max``; relative strength at least ``strength_min``; a r
 (with ``regime_filter``). Score (0..100): 60, plus higher-timeframe ADX from ``adx_min`` to
 ``adx_full`` (0..20), plus relative strength from ``strength_min`` to 1 (0..20). Stop
 ``stop_atr`` ATRs below the close, target ``target_atr`` ATRs above it (the risk gate keeps that
-reward:risk when it clamps the stop).
+reward:risk when it clamps the stop); a trail 9 % under the high lets a trend run, no time limit
+(``trailing_stop_pct``, ``max_hold_hours``: chosen by walk-forward, research/README.md 2c).
 """
 from __future__ import annotations
 
