@@ -25,7 +25,7 @@ from rich.text import Text
 from core.backtest.runner import BacktestResult, exit_reasons, iso
 from core.service.tables import fit_first, fit_table, num
 from core.timeframes import DAY_MS, HOUR_MS, TIMEFRAME_MS
-from core.trading.stats import TradeStats, group_stats, per_trade, trade_stats
+from core.trading.stats import TradeStats, group_stats, per_trade, trade_stats, worst_day
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
 SHOWN_PAIRS = 8  # best and worst pairs in the terminal table (all of them in --json)
@@ -82,6 +82,12 @@ def halted(result: BacktestResult) -> dict[str, Any] | None:
             "equity_at_halt": at_halt, "end_equity": end}
 
 
+def _worst_day(result: BacktestResult) -> dict[str, Any]:
+    """The UTC day whose marked equity fell most below its start: the daily-loss cap's figure."""
+    loss, day = worst_day(result.curve)
+    return {"loss": loss, "day": None if day is None else iso(day)[:10]}
+
+
 def to_json(result: BacktestResult, stats: TradeStats | None = None,
             baselines: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report as JSON; ``baselines`` (``core.backtest.baseline``'s block) under its own key."""
@@ -100,7 +106,8 @@ def to_json(result: BacktestResult, stats: TradeStats | None = None,
         "strategies": list(result.cfg.strategies.enabled), "quote": result.cfg.universe.quote,
         "start_equity": float(s.start_equity), "end_equity": float(s.end_equity), "return": s.return_pct,
         "wins": s.wins, "losses": s.losses, "avg_pnl": _num(s.avg_pnl),
-        "max_drawdown_duration_s": s.max_drawdown_duration_ms / 1000, "exposure": s.exposure,
+        "max_drawdown_duration_s": s.max_drawdown_duration_ms / 1000, "worst_day": _worst_day(result),
+        "exposure": s.exposure,
         "avg_hold_s": None if s.avg_hold_ms is None else s.avg_hold_ms / 1000,
         "signals": result.signals, "closed_at_end": result.closed_at_end,
         "exit_reasons": exit_reasons(result.closed), "rejections": result.rejections,
@@ -390,6 +397,8 @@ def render(console: Console, result: BacktestResult, stats: TradeStats | None = 
         ("PnL", Text(f"{_money(s.pnl, True)} {quote} ({_pct(s.return_pct, 2)})", style=pnl_style)),
         ("fees", f"{_money(s.fees)} {quote}"), ("Sharpe", _ratio(s.sharpe)), ("Sortino", _ratio(s.sortino)),
         ("max drawdown", f"{_pct(s.max_drawdown, 2)} over {_span(s.max_drawdown_duration_ms)}"),
+        ("worst UTC day", f"{_pct(doc['worst_day']['loss'], 2)}" + (f" ({doc['worst_day']['day']})"
+                                                                     if doc["worst_day"]["day"] else "")),
         ("exposure", _pct(s.exposure)), ("end equity", f"{_money(s.end_equity)} {quote}"),
         ("signals", f"{result.signals:,}"),
         ("avg hold", "n/a" if s.avg_hold_ms is None else _span(s.avg_hold_ms)),

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable
 
 from core.models import Position
-from core.timeframes import YEAR_MS
+from core.timeframes import DAY_MS, YEAR_MS
 
 ZERO = Decimal(0)
 
@@ -103,6 +103,18 @@ def drawdown(points: list[tuple[int, Decimal]]) -> tuple[float, int]:
     if under:
         longest = max(longest, points[-1][0] - peak_ts)
     return worst, longest
+
+
+def worst_day(points: list[tuple[int, Decimal]]) -> tuple[float, int | None]:
+    """(largest fall of the marked equity below its UTC day's start, that day's midnight in ms), the
+    day's start being its first mark, as the risk gate counts ``risk.max_daily_loss_pct``."""
+    worst, when, day, start = 0.0, None, None, Decimal(0)
+    for ts, eq in points:
+        if ts // DAY_MS != day:
+            day, start = ts // DAY_MS, eq
+        elif start > 0 and (loss := float((start - eq) / start)) > worst:
+            worst, when = loss, day * DAY_MS
+    return worst, when
 
 
 def exposure(trades: list[Position], start_ms: int, end_ms: int) -> float:

@@ -5,9 +5,10 @@ import math
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, strategies as st
 
 from core.models import Position
-from core.trading.stats import group_stats, per_trade, trade_stats
+from core.trading.stats import drawdown, group_stats, per_trade, trade_stats, worst_day
 
 D = Decimal
 T0 = 1_625_097_600_000
@@ -65,3 +66,24 @@ def test_no_trades_no_curve():
     assert s.trades == 0 and s.win_rate == 0.0 and s.profit_factor is None and s.sharpe is None
     assert s.max_drawdown == 0.0 and s.end_equity == D("1000")
     assert s.to_dict()["pnl"] == 0.0
+
+
+def test_worst_day_counts_from_each_utc_days_first_mark():
+    day, h = 86_400_000, 3_600_000
+    curve = [(0, D(1000)), (h, D(990)), (23 * h, D(1010)),  # day 0: -1 %
+             (day, D(1000)), (day + h, D(960)), (day + 2 * h, D(1100)),  # day 1: -4 % from its first mark
+             (2 * day, D(1100)), (2 * day + h, D(1090))]
+    assert worst_day(curve) == (pytest.approx(0.04), day)
+    assert worst_day([]) == (0.0, None) and worst_day([(0, D(5))]) == (0.0, None)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=10_000), min_size=1, max_size=200),
+       st.integers(min_value=1, max_value=30))
+def test_worst_day_never_exceeds_the_drawdown_and_matches_a_brute_force(values, step_h):
+    curve = [(i * step_h * 3_600_000, D(v)) for i, v in enumerate(values)]
+    loss, _ = worst_day(curve)
+    days: dict[int, list[Decimal]] = {}
+    for ts, eq in curve:
+        days.setdefault(ts // 86_400_000, []).append(eq)
+    assert loss == max(float((v[0] - min(v)) / v[0]) for v in days.values())
+    assert loss <= drawdown(curve)[0] + 1e-12
