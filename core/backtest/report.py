@@ -25,6 +25,7 @@ from rich.text import Text
 from core.backtest.runner import BacktestResult, exit_reasons, iso
 from core.service.tables import fit_first, fit_table, num
 from core.timeframes import DAY_MS, HOUR_MS, TIMEFRAME_MS
+from core.trading.risk import utc_day
 from core.trading.stats import TradeStats, group_stats, per_trade, trade_stats, worst_day
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
@@ -85,7 +86,7 @@ def halted(result: BacktestResult) -> dict[str, Any] | None:
 def _worst_day(result: BacktestResult) -> dict[str, Any]:
     """The UTC day whose marked equity fell most below its start: the daily-loss cap's figure."""
     loss, day = worst_day(result.curve)
-    return {"loss": loss, "day": None if day is None else iso(day)[:10]}
+    return {"loss": loss, "day": None if day is None else utc_day(day)}
 
 
 def to_json(result: BacktestResult, stats: TradeStats | None = None,

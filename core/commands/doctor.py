@@ -144,7 +144,7 @@ def _order_types_check(cfg, gw, symbols: list[str]) -> Check:
     if lists is None or not symbols:
         return Check("order types", SKIP, "not checked: " + ("no pairs" if lists else "no exchange order rules"))
     oco = t.exchange_stops == "oco"
-    trail = any(cfg.exits(name).trailing_stop_pct > 0 for name in (*cfg.strategies.enabled, "manual"))
+    trail = t.trailing_stop_pct > 0 or any(cfg.exits(name).trailing_stop_pct > 0 for name in cfg.strategies.enabled)
     short: dict[str, list[str]] = {}
     for sym in symbols:
         r = lists.rules(sym)

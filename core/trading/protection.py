@@ -154,8 +154,9 @@ class Protection(Placement):
         against ``max_open_positions`` and its dust would be refused every protection pass."""
         for pos in [p for p in self._open.values() if p.status == PositionStatus.OPEN and not self._prot.get(p.id)]:
             for row in reversed(await db.of_position(self.store.db, pos.id)):
-                legs = [await self.store.get_order(cid) for cid in row.leg_ids] if row.status == "done" else []
-                legs = [o for o in legs if o is not None]
+                if row.status != "done":
+                    continue
+                legs = [o for cid in row.leg_ids if (o := await self.store.get_order(cid)) is not None]
                 if sum((o.filled for o in legs), ZERO) > 0:
                     await self._exchange_exit(pos, row, legs, at_start=True, resumed=True)
                     break
