@@ -33,7 +33,12 @@ log = logging.getLogger("core.engine")  # one logger for the engine, whichever m
 T = TypeVar("T")
 
 EQUITY_EVERY_MS = 60_000  # equity snapshots: at most one a minute
-SUMMARY_EVERY_MS = 3_600_000  # an unchanged cycle summary is repeated at INFO once an hour
+SUMMARY_EVERY_MS = 3_600_000  # an unchanged cycle summary is repeated at INFO once an hour (wall time)
+
+
+def wall_ms() -> float:
+    """Wall time for the journal's heartbeat: a replay's cycle is a market hour, not a real one."""
+    return time.monotonic() * 1000
 
 
 class Engine(ManualControl):
@@ -223,8 +228,9 @@ class Engine(ManualControl):
         report.rejections = sum(report.refused.values())
 
     def _log_summary(self, report: CycleReport) -> None:
-        """One line a cycle: at INFO when it says something new (or an hour after the last INFO one, so
-        the journal shows the engine alive), else at DEBUG; the same line 8,640 times a day says nothing."""
+        """One line a cycle: at INFO when it says something new (or an hour of wall time after the last
+        INFO one, so the journal shows the engine alive), else at DEBUG; the same line 8,640 times a day,
+        or once per market hour of a replay, says nothing."""
         scan = report.scan
         refused = ", ".join(f"{k} {n}" for k, n in sorted(report.refused.items(), key=lambda kv: (-kv[1], kv[0])))
         text = (f"cycle: {scan.pairs_scanned} pairs ({scan.pairs_skipped} skipped), "
@@ -232,9 +238,10 @@ class Engine(ManualControl):
                 f"positions {report.open_positions}/{self.cfg.risk.max_open_positions}, "
                 f"refused {sum(report.refused.values())}" + (f" ({refused})" if refused else "")
                 + (f"; halted: {', '.join(h.split(':', 1)[0] for h in report.halts)}" if report.halts else ""))
-        fresh = text != self._summary or report.ts_ms - self._summary_ms >= SUMMARY_EVERY_MS
+        now = wall_ms()
+        fresh = text != self._summary or now - self._summary_ms >= SUMMARY_EVERY_MS
         if fresh:
-            self._summary, self._summary_ms = text, report.ts_ms
+            self._summary, self._summary_ms = text, now
         log.log(logging.INFO if fresh else logging.DEBUG, "%s", text)
 
     async def cycle(self) -> CycleReport:

@@ -215,7 +215,11 @@ def test_each_refusal_is_logged_once_with_one_summary_a_cycle(tmp_path, caplog):
     assert len(halt_refusals) <= len(halts)
 
 
-def test_cycle_summary_at_info_only_when_it_changes_or_hourly(tmp_path, caplog):
+def test_cycle_summary_at_info_only_when_it_changes_or_hourly(tmp_path, caplog, monkeypatch):
+    """The hour is wall time (the journal's heartbeat), so a replay's market hours do not repeat it."""
+    wall = [0]
+    monkeypatch.setattr("core.engine.loop.wall_ms", lambda: wall[0])
+
     async def main():
         gw, clock, _ = replay_setup(_cfg(), SAMPLE)
         async with Store.open(tmp_path / "s.db") as store:
@@ -226,14 +230,20 @@ def test_cycle_summary_at_info_only_when_it_changes_or_hourly(tmp_path, caplog):
                                 (20_000, {"max_positions": 4}), (30_000, {"max_positions": 4}),
                                 (20_000 + 3_600_000, {"max_positions": 4})]:
                 caplog.clear()
+                wall[0] = ts
                 engine._log_summary(CycleReport(ts, scan, Decimal(1000), Decimal(500), 5, refused=refused))
                 [rec] = [r for r in caplog.records if r.getMessage().startswith("cycle: ")]
                 levels.append(rec.levelno)
+            caplog.clear()  # a replay: ten market hours later, the same moment of wall time
+            engine._log_summary(CycleReport(10 * 3_600_000, scan, Decimal(1000), Decimal(500), 5,
+                                            refused={"max_positions": 4}))
+            [replayed] = [r for r in caplog.records if r.getMessage().startswith("cycle: ")]
+            levels.append(replayed.levelno)
             return levels, rec.getMessage()
 
     caplog.set_level(logging.DEBUG, logger="core.engine")
     levels, text = asyncio.run(main())
-    assert levels == [logging.INFO, logging.DEBUG, logging.INFO, logging.DEBUG, logging.INFO]
+    assert levels == [logging.INFO, logging.DEBUG, logging.INFO, logging.DEBUG, logging.INFO, logging.DEBUG]
     assert text == ("cycle: 119 pairs (0 skipped), 0 opportunities, entries 0, exits 0, positions 5/5, "
                     "refused 4 (max_positions 4)")
 
